@@ -1,0 +1,15 @@
+//! adflow: ad tracking and attribution as incremental differential-dataflow
+//! collections.
+//!
+//! This crate holds the event model, total parsing with dead letters, file
+//! sources, sinks and the pipeline builder. The operators (dedup, fraud,
+//! metrics, attribution) live in `adflow-operators`; the traffic generator
+//! in `adflow-datagen`.
+#![deny(missing_docs)]
+
+pub mod dead_letter;
+pub mod event;
+pub mod money;
+pub mod schema;
+pub mod timestamp;
+pub mod parsing;

@@ -1,0 +1,334 @@
+//! Total parsing: bytes or Arrow rows in, `Event` or `DeadLetter` out.
+//!
+//! Every format first extracts [`RawFields`], borrowed views of the wire
+//! fields, and then one [`EventValidator`] turns them into an [`Event`]. The
+//! format modules know syntax; only this module knows what a valid event is,
+//! so JSONL, CSV, Parquet and Kafka reject the same records for the same
+//! reasons.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+use crate::dead_letter::Reason;
+use crate::event::{AgentClass, Country, DeviceType, Event, EventId, EventKind, Id};
+use crate::money::{parse_micros, Micros, MoneyError};
+use crate::schema::FIELDS;
+use crate::timestamp::{parse_rfc3339, Millis, DAY_MS, MAX_EVENT_TIME, MIN_EVENT_TIME};
+
+pub mod arrow;
+pub mod csv;
+pub mod json;
+
+/// A wire field, indexing [`RawFields`] in [`FIELDS`] order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Field {
+    EventId,
+    Kind,
+    Ts,
+    UserId,
+    DeviceId,
+    CampaignId,
+    AdId,
+    PublisherId,
+    Ip,
+    UserAgent,
+    Country,
+    DeviceType,
+    Cost,
+    Revenue,
+    ConversionType,
+    OrderId,
+}
+
+impl Field {
+    /// Every field, in [`FIELDS`] order.
+    pub const ALL: [Field; 16] = [
+        Field::EventId,
+        Field::Kind,
+        Field::Ts,
+        Field::UserId,
+        Field::DeviceId,
+        Field::CampaignId,
+        Field::AdId,
+        Field::PublisherId,
+        Field::Ip,
+        Field::UserAgent,
+        Field::Country,
+        Field::DeviceType,
+        Field::Cost,
+        Field::Revenue,
+        Field::ConversionType,
+        Field::OrderId,
+    ];
+
+    /// The wire name.
+    pub fn name(self) -> &'static str {
+        FIELDS[self.index()]
+    }
+
+    /// Position in [`FIELDS`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The field with this wire name.
+    pub fn from_name(name: &str) -> Option<Field> {
+        Field::ALL.into_iter().find(|field| field.name() == name)
+    }
+}
+
+/// One field's value as a format delivered it, before validation.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RawValue<'a> {
+    /// Text (JSON string, CSV cell, Arrow string).
+    Text(Cow<'a, str>),
+    /// A JSON number literal, kept as text so money stays exact.
+    Number(&'a str),
+    /// Epoch milliseconds from a typed column.
+    Millis(Millis),
+    /// Micros from a typed decimal column.
+    Micros(Micros),
+    /// A value of a type no field accepts (JSON object, array or boolean).
+    WrongType(&'static str),
+}
+
+/// The raw fields of one record; `None` means absent (or null, or empty).
+#[derive(Clone, Debug, Default)]
+pub struct RawFields<'a> {
+    values: [Option<RawValue<'a>>; 16],
+}
+
+impl<'a> RawFields<'a> {
+    /// Sets a field; empty text counts as absent.
+    pub fn set(&mut self, field: Field, value: RawValue<'a>) {
+        let empty = matches!(&value, RawValue::Text(text) if text.is_empty());
+        self.values[field.index()] = if empty { None } else { Some(value) };
+    }
+
+    /// Reads a field.
+    pub fn get(&self, field: Field) -> Option<&RawValue<'a>> {
+        self.values[field.index()].as_ref()
+    }
+
+    /// Clears every field so the buffer can be reused.
+    pub fn clear(&mut self) {
+        self.values = Default::default();
+    }
+}
+
+/// Why a record failed validation: the reason code and which field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    /// Reason code.
+    pub reason: Reason,
+    /// Field name or error message.
+    pub detail: Cow<'static, str>,
+}
+
+impl Rejection {
+    /// A rejection naming a field.
+    pub fn field(reason: Reason, field: Field) -> Rejection {
+        Rejection {
+            reason,
+            detail: Cow::Borrowed(field.name()),
+        }
+    }
+
+    /// A rejection with a free-form message.
+    pub fn message(reason: Reason, message: impl Into<String>) -> Rejection {
+        Rejection {
+            reason,
+            detail: Cow::Owned(message.into()),
+        }
+    }
+}
+
+/// Default tolerance between an event's time and its stream's time.
+pub const DEFAULT_MAX_CLOCK_SKEW: Millis = 365 * DAY_MS;
+
+/// Turns raw fields into events, enforcing the schema's rules.
+///
+/// It also guards against corrupt clocks: a timestamp outside 2000–2100, or
+/// further than `max_clock_skew` from the stream's reference time, is
+/// rejected. The reference is the wall clock for streams, or the first valid
+/// event time of the source for backfills.
+///
+/// ```
+/// use adflow::parsing::{json::parse_json, EventValidator};
+/// use adflow::dead_letter::Reason;
+///
+/// let mut validator = EventValidator::default();
+/// let line = br#"{"event_id":"e1","kind":"click","ts":"2026-11-01T10:00:00Z",
+///   "user_id":"u1","campaign_id":"c1","ad_id":"a1","cost":0.25}"#;
+/// let event = parse_json(line).and_then(|raw| validator.validate(&raw)).unwrap();
+/// assert_eq!(event.cost_micros, 250_000);
+///
+/// let bad = br#"{"event_id":"e2","kind":"click","ts":"yesterday","user_id":"u1"}"#;
+/// let rejected = parse_json(bad).and_then(|raw| validator.validate(&raw)).unwrap_err();
+/// assert_eq!(rejected.reason, Reason::BadTimestamp);
+/// ```
+#[derive(Clone, Debug)]
+pub struct EventValidator {
+    reference: Option<Millis>,
+    max_clock_skew: Millis,
+}
+
+impl Default for EventValidator {
+    fn default() -> Self {
+        EventValidator::new(None, DEFAULT_MAX_CLOCK_SKEW)
+    }
+}
+
+impl EventValidator {
+    /// A validator with a fixed reference time (e.g. now), or `None` to take
+    /// the first valid event's time.
+    pub fn new(reference: Option<Millis>, max_clock_skew: Millis) -> EventValidator {
+        EventValidator {
+            reference,
+            max_clock_skew,
+        }
+    }
+
+    /// Validates one record.
+    pub fn validate(&mut self, raw: &RawFields<'_>) -> Result<Event, Rejection> {
+        let event_id = required_text(raw, Field::EventId)?;
+        let kind_text = required_text(raw, Field::Kind)?;
+        let kind = EventKind::parse(&kind_text)
+            .ok_or_else(|| Rejection::message(Reason::UnknownKind, kind_text.to_string()))?;
+        let ts = self.timestamp(raw)?;
+        let user_id = optional_id(raw, Field::UserId)?;
+        let device_id = optional_id(raw, Field::DeviceId)?;
+        if user_id.is_none() && device_id.is_none() {
+            return Err(Rejection::message(
+                Reason::MissingField,
+                "user_id or device_id",
+            ));
+        }
+        let campaign_id = optional_id(raw, Field::CampaignId)?;
+        let ad_id = optional_id(raw, Field::AdId)?;
+        if matches!(kind, EventKind::Impression | EventKind::Click) {
+            if campaign_id.is_none() {
+                return Err(Rejection::field(Reason::MissingField, Field::CampaignId));
+            }
+            if ad_id.is_none() {
+                return Err(Rejection::field(Reason::MissingField, Field::AdId));
+            }
+        }
+        let ip = match optional_text(raw, Field::Ip)? {
+            Some(text) => Some(
+                text.trim()
+                    .parse::<IpAddr>()
+                    .map_err(|_| Rejection::field(Reason::InvalidField, Field::Ip))?,
+            ),
+            None => None,
+        };
+        let user_agent_text = optional_text(raw, Field::UserAgent)?;
+        let country = match optional_text(raw, Field::Country)? {
+            Some(text) => Country::parse(text.trim())
+                .ok_or_else(|| Rejection::field(Reason::InvalidField, Field::Country))?,
+            None => Country::UNKNOWN,
+        };
+        let device_type = match optional_text(raw, Field::DeviceType)? {
+            Some(text) => DeviceType::parse(text.trim()),
+            None => DeviceType::Unknown,
+        };
+        Ok(Event {
+            ts,
+            kind,
+            event_id: EventId::of(&event_id),
+            user_id,
+            device_id,
+            campaign_id,
+            ad_id,
+            publisher_id: optional_id(raw, Field::PublisherId)?,
+            ip,
+            user_agent: user_agent_text.as_deref().and_then(Id::of),
+            agent: AgentClass::classify(user_agent_text.as_deref().unwrap_or("")),
+            country,
+            device_type,
+            cost_micros: money(raw, Field::Cost)?,
+            revenue_micros: money(raw, Field::Revenue)?,
+            conversion_type: optional_id(raw, Field::ConversionType)?,
+            order_id: optional_id(raw, Field::OrderId)?,
+        })
+    }
+
+    fn timestamp(&mut self, raw: &RawFields<'_>) -> Result<Millis, Rejection> {
+        let bad = || Rejection::field(Reason::BadTimestamp, Field::Ts);
+        let ts = match raw.get(Field::Ts) {
+            None => return Err(Rejection::field(Reason::MissingField, Field::Ts)),
+            Some(RawValue::Millis(ms)) => *ms,
+            Some(RawValue::Text(text)) => parse_time_text(text.trim()).ok_or_else(bad)?,
+            Some(RawValue::Number(text)) => text.parse::<i64>().map_err(|_| bad())?,
+            Some(RawValue::Micros(_)) | Some(RawValue::WrongType(_)) => {
+                return Err(Rejection::field(Reason::WrongType, Field::Ts))
+            }
+        };
+        let out_of_range = || Rejection::message(Reason::TimestampOutOfRange, ts.to_string());
+        if !(MIN_EVENT_TIME..MAX_EVENT_TIME).contains(&ts) {
+            return Err(out_of_range());
+        }
+        match self.reference {
+            Some(reference) if ts.abs_diff(reference) > self.max_clock_skew.unsigned_abs() => {
+                Err(out_of_range())
+            }
+            Some(_) => Ok(ts),
+            None => {
+                self.reference = Some(ts);
+                Ok(ts)
+            }
+        }
+    }
+}
+
+/// Epoch milliseconds (all digits) or RFC 3339.
+fn parse_time_text(text: &str) -> Option<Millis> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        text.parse().ok()
+    } else {
+        parse_rfc3339(text)
+    }
+}
+
+fn optional_text<'r>(
+    raw: &'r RawFields<'_>,
+    field: Field,
+) -> Result<Option<Cow<'r, str>>, Rejection> {
+    match raw.get(field) {
+        None => Ok(None),
+        Some(RawValue::Text(text)) => Ok(Some(Cow::Borrowed(text.as_ref()))),
+        // Numeric ids are common in trackers; keep their literal text.
+        Some(RawValue::Number(text)) => Ok(Some(Cow::Borrowed(*text))),
+        Some(RawValue::Millis(value)) | Some(RawValue::Micros(value)) => {
+            Ok(Some(Cow::Owned(value.to_string())))
+        }
+        Some(RawValue::WrongType(_)) => Err(Rejection::field(Reason::WrongType, field)),
+    }
+}
+
+fn required_text<'r>(raw: &'r RawFields<'_>, field: Field) -> Result<Cow<'r, str>, Rejection> {
+    optional_text(raw, field)?.ok_or_else(|| Rejection::field(Reason::MissingField, field))
+}
+
+fn optional_id(raw: &RawFields<'_>, field: Field) -> Result<Option<Id>, Rejection> {
+    Ok(optional_text(raw, field)?.and_then(|text| Id::of(&text)))
+}
+
+fn money(raw: &RawFields<'_>, field: Field) -> Result<Micros, Rejection> {
+    let parsed = match raw.get(field) {
+        None => Ok(0),
+        Some(RawValue::Micros(micros)) if *micros < 0 => Err(MoneyError::Negative),
+        Some(RawValue::Micros(micros)) => Ok(*micros),
+        Some(RawValue::Text(text)) => parse_micros(text),
+        Some(RawValue::Number(text)) => parse_micros(text),
+        Some(RawValue::Millis(_)) | Some(RawValue::WrongType(_)) => {
+            return Err(Rejection::field(Reason::WrongType, field))
+        }
+    };
+    parsed.map_err(|error| match error {
+        MoneyError::Negative => Rejection::field(Reason::NegativeMoney, field),
+        MoneyError::Malformed | MoneyError::OutOfRange => Rejection::field(Reason::BadMoney, field),
+    })
+}
