@@ -49,7 +49,7 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let month = if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     // Both values are small by construction (1..=31 and 1..=12).
-    (year, u32::try_from(day).unwrap_or(1), u32::try_from(month).unwrap_or(1))
+    (year, u32::try_from(month).unwrap_or(1), u32::try_from(day).unwrap_or(1))
 }
 
 fn days_in_month(year: i64, month: u32) -> u32 {

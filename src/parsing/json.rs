@@ -51,6 +51,10 @@ struct JsonRecord<'a> {
 /// Extracts the raw fields of one JSON line. The caller has already checked
 /// UTF-8 and length.
 pub fn parse_json(line: &[u8]) -> Result<RawFields<'_>, Rejection> {
+    // serde would also accept an array as a struct; the schema says object.
+    if line.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(Rejection::message(Reason::MalformedJson, "not a JSON object"));
+    }
     let record: JsonRecord<'_> = serde_json::from_slice(line)
         .map_err(|error| Rejection::message(Reason::MalformedJson, error.to_string()))?;
     let mut raw = RawFields::default();

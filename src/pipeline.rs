@@ -1,0 +1,375 @@
+//! The pipeline builder: read sources on every timely worker, stamp event
+//! time, advance a watermark, and hand the event and dead-letter
+//! collections to the caller's dataflow.
+//!
+//! ```
+//! use adflow::prelude::*;
+//! use differential_dataflow::input::Input;
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("events.jsonl");
+//! std::fs::write(&path, concat!(
+//!     r#"{"event_id":"e1","kind":"impression","ts":"2026-11-01T10:00:00Z","user_id":"u","campaign_id":"c","ad_id":"a"}"#, "\n",
+//!     r#"{"event_id":"e2","kind":"click","ts":"2026-11-01T10:00:05Z","user_id":"u","campaign_id":"c","ad_id":"a"}"#, "\n",
+//!     "not json\n",
+//! ))?;
+//! let inputs = adflow::sources::discover(&[path.to_string_lossy()])?;
+//! let summary = Pipeline::new(inputs)
+//!     .workers(2)
+//!     .run(|_scope, streams| {
+//!         streams.events.probe_with(&streams.probe);
+//!     })?;
+//! assert_eq!(summary.events.get(EventKind::Impression), 1);
+//! assert_eq!(summary.events.get(EventKind::Click), 1);
+//! assert_eq!(summary.dead_letters.get(Reason::MalformedJson), 1);
+//! # Ok(()) }
+//! ```
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use differential_dataflow::collection::VecCollection;
+use differential_dataflow::input::Input;
+use serde::{Deserialize, Serialize};
+use timely::dataflow::{ProbeHandle, Scope};
+
+use crate::dead_letter::{DeadLetter, Position, Reason, ReasonCounts};
+use crate::event::{Event, EventKind};
+use crate::parsing::{EventValidator, DEFAULT_MAX_CLOCK_SKEW};
+use crate::sources::{InputFile, Progress, SourceError, UnitReader, WorkPlan};
+use crate::timestamp::{Millis, HOUR_MS, SECOND_MS};
+
+/// Dataflow time: event time in milliseconds, rounded down to the tick.
+pub type Time = u64;
+
+/// Records read between two looks at the watermark and the dataflow.
+const READ_BATCH: usize = 4096;
+
+/// How event time drives the dataflow's clock (see DESIGN.md "Time").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeConfig {
+    /// Granularity of dataflow time: event times are rounded down to a
+    /// multiple of it. Coarser ticks mean fewer distinct times to process.
+    pub tick: Millis,
+    /// How far the watermark trails the largest event time a worker has
+    /// read. Times before the watermark are final. `None` holds the frontier
+    /// until the input ends.
+    pub allowed_lateness: Option<Millis>,
+    /// An event older than the watermark minus this is dead-lettered as
+    /// `late`; a younger late event is admitted at the frontier and its
+    /// effects appear as corrections. `None` admits every event.
+    pub horizon: Option<Millis>,
+    /// Timestamps further than this from the stream's reference time are
+    /// dead-lettered as `timestamp_out_of_range`.
+    pub max_clock_skew: Millis,
+    /// The reference for the skew check: `None` takes each source's first
+    /// valid event time (backfills); streams pass the wall clock.
+    pub reference: Option<Millis>,
+}
+
+impl TimeConfig {
+    /// Backfill: hourly ticks, a one-hour watermark lag so results finalise
+    /// (and state is freed) as the files are read, and no horizon: every
+    /// event counts, however late in the files it appears.
+    pub fn backfill() -> TimeConfig {
+        TimeConfig {
+            tick: HOUR_MS,
+            allowed_lateness: Some(HOUR_MS),
+            horizon: None,
+            max_clock_skew: DEFAULT_MAX_CLOCK_SKEW,
+            reference: None,
+        }
+    }
+
+    /// Stream: one-second ticks, ten seconds of allowed lateness, and a
+    /// one-day horizon beyond which late events are dead-lettered.
+    pub fn stream() -> TimeConfig {
+        TimeConfig {
+            tick: SECOND_MS,
+            allowed_lateness: Some(10 * SECOND_MS),
+            horizon: Some(24 * HOUR_MS),
+            max_clock_skew: DEFAULT_MAX_CLOCK_SKEW,
+            reference: None,
+        }
+    }
+
+    /// The dataflow time of an event time.
+    pub fn stamp(&self, ts: Millis) -> Time {
+        let tick = self.tick.max(1);
+        Time::try_from(ts - ts.rem_euclid(tick)).unwrap_or(0)
+    }
+}
+
+impl Default for TimeConfig {
+    fn default() -> Self {
+        TimeConfig::backfill()
+    }
+}
+
+/// What the pipeline hands to the dataflow the caller builds.
+pub struct Streams<'scope> {
+    /// Valid events, each at its stamped event time (or at the frontier if late).
+    pub events: VecCollection<'scope, Time, Event>,
+    /// Records that could not become events.
+    pub dead_letters: VecCollection<'scope, Time, DeadLetter>,
+    /// Attach outputs to this probe (`probe_with`) so the pipeline paces
+    /// reading to what the dataflow has processed.
+    pub probe: ProbeHandle<Time>,
+}
+
+/// Events counted per kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KindCounts(pub [u64; 4]);
+
+impl KindCounts {
+    /// Counts one event.
+    pub fn add(&mut self, kind: EventKind) {
+        self.0[kind_index(kind)] += 1;
+    }
+
+    /// The count of one kind.
+    pub fn get(&self, kind: EventKind) -> u64 {
+        self.0[kind_index(kind)]
+    }
+
+    /// All events.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// Adds another set of counts.
+    pub fn merge(&mut self, other: &KindCounts) {
+        for (mine, theirs) in self.0.iter_mut().zip(other.0) {
+            *mine += theirs;
+        }
+    }
+}
+
+fn kind_index(kind: EventKind) -> usize {
+    match kind {
+        EventKind::Impression => 0,
+        EventKind::Click => 1,
+        EventKind::Conversion => 2,
+        EventKind::PageView => 3,
+    }
+}
+
+/// What a run read, summed over the workers of this process.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// Valid events admitted into the dataflow, per kind.
+    pub events: KindCounts,
+    /// Dead letters per reason (including events dropped as `late`).
+    pub dead_letters: ReasonCounts,
+    /// Events that arrived behind the frontier and were admitted as corrections.
+    pub admitted_late: u64,
+    /// Timely workers in this process.
+    pub workers: usize,
+    /// Input bytes on disk.
+    pub input_bytes: u64,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+}
+
+impl RunSummary {
+    /// Records read: events plus dead letters.
+    pub fn records(&self) -> u64 {
+        self.events.total() + self.dead_letters.total()
+    }
+
+    /// Records read per second of wall time.
+    pub fn records_per_second(&self) -> f64 {
+        let seconds = self.elapsed.as_secs_f64();
+        if seconds > 0.0 {
+            self.records() as f64 / seconds
+        } else {
+            0.0
+        }
+    }
+
+    fn merge(&mut self, other: &RunSummary) {
+        self.events.merge(&other.events);
+        self.dead_letters.merge(&other.dead_letters);
+        self.admitted_late += other.admitted_late;
+    }
+}
+
+/// Why a pipeline could not run. Bad records are dead letters, not errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    /// Inputs could not be discovered.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// Timely could not start (bad cluster configuration, unreachable peers).
+    #[error("timely: {0}")]
+    Timely(String),
+    /// A worker thread panicked.
+    #[error("worker failed: {0}")]
+    Worker(String),
+}
+
+/// Builds and runs a pipeline over file inputs.
+pub struct Pipeline {
+    plan: Arc<WorkPlan>,
+    time: TimeConfig,
+    timely: timely::Config,
+    progress: Arc<Progress>,
+}
+
+impl Pipeline {
+    /// A pipeline over these files, with backfill time and one worker.
+    pub fn new(inputs: Vec<InputFile>) -> Pipeline {
+        let plan = WorkPlan::new(inputs);
+        let progress = Arc::new(Progress::default());
+        progress
+            .bytes_total
+            .store(plan.total_bytes(), std::sync::atomic::Ordering::Relaxed);
+        Pipeline {
+            plan: Arc::new(plan),
+            time: TimeConfig::backfill(),
+            timely: timely::Config::thread(),
+            progress,
+        }
+    }
+
+    /// Sets how event time drives the clock.
+    pub fn time(mut self, time: TimeConfig) -> Pipeline {
+        self.time = time;
+        self
+    }
+
+    /// Runs on `workers` threads in this process.
+    pub fn workers(mut self, workers: usize) -> Pipeline {
+        self.timely = timely::Config::process(workers.max(1));
+        self
+    }
+
+    /// Runs with an explicit timely configuration (threads, processes, hosts).
+    pub fn timely_config(mut self, config: timely::Config) -> Pipeline {
+        self.timely = config;
+        self
+    }
+
+    /// Counters to poll for a progress display while `run` executes.
+    pub fn progress(&self) -> Arc<Progress> {
+        Arc::clone(&self.progress)
+    }
+
+    /// Builds the caller's dataflow on every worker, reads all inputs
+    /// through it, and returns once every worker has drained its dataflow.
+    pub fn run<F>(self, build: F) -> Result<RunSummary, PipelineError>
+    where
+        F: for<'scope> Fn(Scope<'scope, Time>, Streams<'scope>) + Send + Sync + 'static,
+    {
+        let started = Instant::now();
+        let Pipeline {
+            plan,
+            time,
+            timely,
+            progress,
+        } = self;
+        let input_bytes = plan.total_bytes();
+        let guards = timely::execute(timely, move |worker| {
+            let (mut events_in, mut dead_in, probe) = worker.dataflow::<Time, _, _>(|scope| {
+                let (events_in, events) = scope.new_collection::<Event, isize>();
+                let (dead_in, dead_letters) = scope.new_collection::<DeadLetter, isize>();
+                let probe = ProbeHandle::new();
+                build(
+                    scope,
+                    Streams {
+                        events,
+                        dead_letters,
+                        probe: probe.clone(),
+                    },
+                );
+                (events_in, dead_in, probe)
+            });
+            let mut summary = RunSummary::default();
+            let mut batch = Vec::with_capacity(READ_BATCH);
+            let mut max_seen: Option<Millis> = None;
+            let mut paced_to: Time = 0;
+            for (unit, weight) in plan.assignment(worker.index(), worker.peers()) {
+                let validator = EventValidator::new(time.reference, time.max_clock_skew);
+                let mut reader =
+                    UnitReader::open(&plan, unit, weight, validator, Arc::clone(&progress));
+                loop {
+                    let more = reader.read_batch(&mut batch, READ_BATCH);
+                    for parsed in batch.drain(..) {
+                        let frontier = *events_in.time();
+                        match parsed {
+                            Ok(event) => {
+                                let stamped = time.stamp(event.ts);
+                                max_seen = Some(max_seen.map_or(event.ts, |max| max.max(event.ts)));
+                                if stamped >= frontier {
+                                    events_in.update_at(event, stamped, 1);
+                                    summary.events.add(event.kind);
+                                } else if is_beyond_horizon(&time, event.ts, frontier) {
+                                    summary.dead_letters.add(Reason::Late);
+                                    dead_in.update_at(late_letter(&event, frontier), frontier, 1);
+                                } else {
+                                    events_in.update_at(event, frontier, 1);
+                                    summary.events.add(event.kind);
+                                    summary.admitted_late += 1;
+                                }
+                            }
+                            Err(dead) => {
+                                summary.dead_letters.add(dead.reason);
+                                dead_in.update_at(dead, frontier, 1);
+                            }
+                        }
+                    }
+                    if let (Some(lateness), Some(max)) = (time.allowed_lateness, max_seen) {
+                        let watermark = time.stamp(max.saturating_sub(lateness));
+                        if watermark > *events_in.time() {
+                            events_in.advance_to(watermark);
+                            dead_in.advance_to(watermark);
+                            events_in.flush();
+                            dead_in.flush();
+                            // Pace to the previous watermark: one tick of slack
+                            // lets workers read ahead without unbounded queues.
+                            worker.step_while(|| probe.less_than(&paced_to));
+                            paced_to = watermark;
+                        }
+                    }
+                    worker.step();
+                    if !more {
+                        break;
+                    }
+                }
+            }
+            drop(events_in);
+            drop(dead_in);
+            while worker.step_or_park(None) {}
+            summary
+        })
+        .map_err(PipelineError::Timely)?;
+        let mut total = RunSummary {
+            input_bytes,
+            ..RunSummary::default()
+        };
+        for result in guards.join() {
+            let summary = result.map_err(PipelineError::Worker)?;
+            total.merge(&summary);
+            total.workers += 1;
+        }
+        total.elapsed = started.elapsed();
+        Ok(total)
+    }
+}
+
+fn is_beyond_horizon(time: &TimeConfig, ts: Millis, frontier: Time) -> bool {
+    let frontier = Millis::try_from(frontier).unwrap_or(Millis::MAX);
+    time.horizon
+        .is_some_and(|horizon| ts < frontier.saturating_sub(horizon))
+}
+
+fn late_letter(event: &Event, frontier: Time) -> DeadLetter {
+    DeadLetter::new(
+        "pipeline",
+        Position::Source,
+        Reason::Late,
+        format!("event time {} is beyond the horizon of frontier {frontier}", event.ts),
+        format!("{event:?}").as_bytes(),
+    )
+}

@@ -1,0 +1,46 @@
+//! Sources: where records come from, separate from how they are encoded.
+//!
+//! [`files`] discovers JSONL, CSV and Parquet files (paths, directories,
+//! globs) and plans how to spread them over timely workers; [`reader`]
+//! turns one unit of that plan into events and dead letters, using the
+//! format-specific extractors of [`crate::parsing`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub mod files;
+pub mod reader;
+
+pub use files::{discover, InputFile, InputFormat, SourceError, WorkPlan, WorkUnit};
+pub use reader::{Parsed, UnitReader};
+
+/// Shared counters that a progress display can poll while a pipeline runs.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Bytes of input to read in all (on disk).
+    pub bytes_total: AtomicU64,
+    /// Bytes of input read so far (on disk, so compressed for gzip).
+    pub bytes_done: AtomicU64,
+    /// Records (events and dead letters) read so far.
+    pub records: AtomicU64,
+}
+
+impl Progress {
+    /// Adds read bytes.
+    pub fn add_bytes(&self, bytes: u64) {
+        self.bytes_done.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Adds read records.
+    pub fn add_records(&self, records: u64) {
+        self.records.fetch_add(records, Ordering::Relaxed);
+    }
+
+    /// (bytes done, bytes total, records) right now.
+    pub fn snapshot(&self) -> (u64, u64, u64) {
+        (
+            self.bytes_done.load(Ordering::Relaxed),
+            self.bytes_total.load(Ordering::Relaxed),
+            self.records.load(Ordering::Relaxed),
+        )
+    }
+}

@@ -1,0 +1,436 @@
+//! Reading one unit of a [`WorkPlan`] into events and dead letters.
+//!
+//! Readers are pulled in batches so the pipeline can interleave reading with
+//! dataflow work. Memory is bounded whatever the input: a line is never
+//! buffered beyond 64 KiB (the rest is skipped and the line dead-lettered),
+//! Parquet is read a batch at a time.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::sync::Arc;
+
+use flate2::read::MultiGzDecoder;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+
+use super::files::{InputFormat, WorkPlan, WorkUnit};
+use super::Progress;
+use crate::dead_letter::{DeadLetter, Position, Reason};
+use crate::event::Event;
+use crate::parsing::arrow::BatchFields;
+use crate::parsing::csv::CsvHeader;
+use crate::parsing::json::parse_json;
+use crate::parsing::{EventValidator, Rejection};
+use crate::schema::MAX_RECORD_BYTES;
+
+/// What reading one record yields.
+pub type Parsed = Result<Event, DeadLetter>;
+
+/// Rows per Arrow batch when reading Parquet.
+const PARQUET_BATCH_ROWS: usize = 8192;
+
+/// Reads one work unit.
+pub struct UnitReader {
+    source: String,
+    validator: EventValidator,
+    progress: Arc<Progress>,
+    state: State,
+}
+
+enum State {
+    Lines {
+        lines: LineReader<Box<dyn BufRead + Send>>,
+        buffer: Vec<u8>,
+        csv: Option<CsvState>,
+    },
+    Parquet {
+        batches: ParquetRecordBatchReader,
+        next_row: u64,
+        bytes: u64,
+    },
+    /// The unit failed to open; its dead letter is emitted once.
+    Failed(Option<DeadLetter>),
+    Done,
+}
+
+struct CsvState {
+    header: Option<CsvHeader>,
+}
+
+impl UnitReader {
+    /// Opens a unit; failures surface as a dead letter from the first batch.
+    pub fn open(
+        plan: &WorkPlan,
+        unit: WorkUnit,
+        weight: u64,
+        validator: EventValidator,
+        progress: Arc<Progress>,
+    ) -> UnitReader {
+        let (file_index, row_group) = match unit {
+            WorkUnit::File { file } => (file, None),
+            WorkUnit::RowGroup {
+                file,
+                row_group,
+                first_row,
+            } => (file, Some((row_group, first_row))),
+        };
+        let Some(input) = plan.files.get(file_index) else {
+            return UnitReader::failed("?", "unit refers to no file".into(), progress, validator);
+        };
+        let source = input.path.display().to_string();
+        let opened = match input.format {
+            InputFormat::Parquet => open_parquet(&input.path, row_group, weight),
+            InputFormat::Jsonl { gzip } => open_lines(&input.path, gzip, None, &progress),
+            InputFormat::Csv { gzip } => open_lines(
+                &input.path,
+                gzip,
+                Some(CsvState { header: None }),
+                &progress,
+            ),
+        };
+        match opened {
+            Ok(state) => UnitReader {
+                source,
+                validator,
+                progress,
+                state,
+            },
+            Err(message) => UnitReader::failed(&source, message, progress, validator),
+        }
+    }
+
+    fn failed(
+        source: &str,
+        message: String,
+        progress: Arc<Progress>,
+        validator: EventValidator,
+    ) -> UnitReader {
+        let dead = DeadLetter::new(
+            source,
+            Position::Source,
+            Reason::UnreadableSource,
+            message,
+            b"",
+        );
+        UnitReader {
+            source: source.to_owned(),
+            validator,
+            progress,
+            state: State::Failed(Some(dead)),
+        }
+    }
+
+    /// Appends up to about `max` records to `out`; returns `false` once the
+    /// unit is exhausted (the last records may come with that call).
+    pub fn read_batch(&mut self, out: &mut Vec<Parsed>, max: usize) -> bool {
+        let before = out.len();
+        let more = self.fill(out, max);
+        self.progress
+            .add_records(u64::try_from(out.len() - before).unwrap_or(0));
+        more
+    }
+
+    fn fill(&mut self, out: &mut Vec<Parsed>, max: usize) -> bool {
+        match &mut self.state {
+            State::Done => false,
+            State::Failed(dead) => {
+                out.extend(dead.take().map(Err));
+                self.state = State::Done;
+                false
+            }
+            State::Lines {
+                lines,
+                buffer,
+                csv,
+            } => {
+                let target = out.len() + max;
+                while out.len() < target {
+                    buffer.clear();
+                    let line = match lines.next_line(buffer) {
+                        Ok(Some(line)) => line,
+                        Ok(None) => {
+                            self.state = State::Done;
+                            return false;
+                        }
+                        Err(error) => {
+                            out.push(Err(DeadLetter::new(
+                                &self.source,
+                                Position::Line(lines.line + 1),
+                                Reason::UnreadableSource,
+                                error.to_string(),
+                                b"",
+                            )));
+                            self.state = State::Done;
+                            return false;
+                        }
+                    };
+                    let position = Position::Line(line.number);
+                    let parsed = match (line.truncated, std::str::from_utf8(buffer)) {
+                        (true, _) => Err(Rejection::message(
+                            Reason::RecordTooLarge,
+                            format!("{} bytes", line.length),
+                        )),
+                        (false, Err(error)) => {
+                            Err(Rejection::message(Reason::InvalidUtf8, error.to_string()))
+                        }
+                        (false, Ok(text)) => match csv {
+                            None => parse_json_line(text, &mut self.validator),
+                            Some(CsvState { header: header @ None }) => {
+                                match CsvHeader::parse(text) {
+                                    Ok(parsed) => {
+                                        *header = Some(parsed);
+                                        continue;
+                                    }
+                                    Err(rejection) => Err(Rejection::message(
+                                        rejection.reason,
+                                        format!("bad header: {}", rejection.detail),
+                                    )),
+                                }
+                            }
+                            Some(CsvState {
+                                header: Some(header),
+                            }) => {
+                                let mut cells = Vec::new();
+                                header
+                                    .parse_record(text, &mut cells)
+                                    .and_then(|raw| self.validator.validate(&raw))
+                            }
+                        },
+                    };
+                    out.push(parsed.map_err(|rejection| {
+                        DeadLetter::new(
+                            &self.source,
+                            position,
+                            rejection.reason,
+                            rejection.detail,
+                            buffer,
+                        )
+                    }));
+                }
+                true
+            }
+            State::Parquet {
+                batches,
+                next_row,
+                bytes,
+            } => match next_batch(batches) {
+                None => {
+                    self.progress.add_bytes(*bytes);
+                    self.state = State::Done;
+                    false
+                }
+                Some(Err(error)) => {
+                    out.push(Err(DeadLetter::new(
+                        &self.source,
+                        Position::Row(*next_row),
+                        Reason::UnreadableSource,
+                        error,
+                        b"",
+                    )));
+                    self.progress.add_bytes(*bytes);
+                    self.state = State::Done;
+                    false
+                }
+                Some(Ok(batch)) => {
+                    let fields = BatchFields::prepare(&batch);
+                    for row in 0..fields.num_rows() {
+                        let position = Position::Row(*next_row);
+                        *next_row += 1;
+                        let parsed = fields
+                            .row(row)
+                            .and_then(|raw| self.validator.validate(&raw));
+                        out.push(parsed.map_err(|rejection| DeadLetter {
+                            source: self.source.clone(),
+                            position,
+                            reason: rejection.reason,
+                            detail: rejection.detail.into_owned(),
+                            excerpt: fields.row_excerpt(row),
+                        }));
+                    }
+                    true
+                }
+            },
+        }
+    }
+}
+
+/// The next Arrow batch. The parquet decoder has panicked on corrupt pages
+/// in the past; a panic here becomes an error (then a dead letter), never a
+/// crashed worker.
+fn next_batch(
+    batches: &mut ParquetRecordBatchReader,
+) -> Option<Result<arrow::array::RecordBatch, String>> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| batches.next())) {
+        Ok(next) => next.map(|batch| batch.map_err(|error| error.to_string())),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
+                .unwrap_or_default();
+            Some(Err(format!("parquet decoder panicked: {message}")))
+        }
+    }
+}
+
+fn parse_json_line(text: &str, validator: &mut EventValidator) -> Result<Event, Rejection> {
+    if text.trim().is_empty() {
+        return Err(Rejection::message(Reason::MalformedJson, "empty line"));
+    }
+    parse_json(text.as_bytes()).and_then(|raw| validator.validate(&raw))
+}
+
+fn open_lines(
+    path: &std::path::Path,
+    gzip: bool,
+    csv: Option<CsvState>,
+    progress: &Arc<Progress>,
+) -> Result<State, String> {
+    let file = File::open(path).map_err(|error| error.to_string())?;
+    let counted = CountingReader {
+        inner: file,
+        progress: Arc::clone(progress),
+    };
+    let reader: Box<dyn BufRead + Send> = if gzip {
+        Box::new(BufReader::with_capacity(
+            1 << 16,
+            MultiGzDecoder::new(BufReader::new(counted)),
+        ))
+    } else {
+        Box::new(BufReader::with_capacity(1 << 16, counted))
+    };
+    Ok(State::Lines {
+        lines: LineReader::new(reader),
+        buffer: Vec::with_capacity(1024),
+        csv,
+    })
+}
+
+fn open_parquet(
+    path: &std::path::Path,
+    row_group: Option<(usize, u64)>,
+    bytes: u64,
+) -> Result<State, String> {
+    let file = File::open(path).map_err(|error| error.to_string())?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|error| error.to_string())?
+        .with_batch_size(PARQUET_BATCH_ROWS);
+    let (builder, next_row) = match row_group {
+        Some((group, first_row)) => (builder.with_row_groups(vec![group]), first_row),
+        None => (builder, 0),
+    };
+    let batches = builder.build().map_err(|error| error.to_string())?;
+    Ok(State::Parquet {
+        batches,
+        next_row,
+        bytes,
+    })
+}
+
+/// Counts bytes read from disk into the shared progress.
+struct CountingReader<R> {
+    inner: R,
+    progress: Arc<Progress>,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        self.progress.add_bytes(u64::try_from(read).unwrap_or(0));
+        Ok(read)
+    }
+}
+
+/// A line just read.
+#[derive(Debug, PartialEq, Eq)]
+pub struct LineInfo {
+    /// 1-based line number.
+    pub number: u64,
+    /// Full length in bytes, without the line break.
+    pub length: usize,
+    /// Whether the line was longer than 64 KiB and only its start was kept.
+    pub truncated: bool,
+}
+
+/// Splits a byte stream into lines, keeping at most 64 KiB of each.
+pub struct LineReader<R> {
+    inner: R,
+    line: u64,
+}
+
+impl<R: BufRead> LineReader<R> {
+    /// Wraps a buffered reader.
+    pub fn new(inner: R) -> LineReader<R> {
+        LineReader { inner, line: 0 }
+    }
+
+    /// Reads the next line into `buffer` (which the caller cleared), without
+    /// its `\n`. `None` at end of input.
+    pub fn next_line(&mut self, buffer: &mut Vec<u8>) -> io::Result<Option<LineInfo>> {
+        let mut length = 0usize;
+        let mut started = false;
+        loop {
+            let available = match self.inner.fill_buf() {
+                Ok(available) => available,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => return Err(error),
+            };
+            if available.is_empty() {
+                if !started {
+                    return Ok(None);
+                }
+                break;
+            }
+            started = true;
+            let newline = available.iter().position(|&b| b == b'\n');
+            let chunk = newline.unwrap_or(available.len());
+            let room = (MAX_RECORD_BYTES + 1).saturating_sub(buffer.len());
+            buffer.extend_from_slice(&available[..chunk.min(room)]);
+            length += chunk;
+            self.inner.consume(chunk + usize::from(newline.is_some()));
+            if newline.is_some() {
+                break;
+            }
+        }
+        self.line += 1;
+        let truncated = length > MAX_RECORD_BYTES;
+        if truncated {
+            buffer.truncate(MAX_RECORD_BYTES);
+        }
+        Ok(Some(LineInfo {
+            number: self.line,
+            length,
+            truncated,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(input: &[u8]) -> Vec<(u64, usize, bool, usize)> {
+        let mut reader = LineReader::new(BufReader::with_capacity(7, input));
+        let mut buffer = Vec::new();
+        let mut out = Vec::new();
+        while let Ok(Some(info)) = reader.next_line(&mut buffer) {
+            out.push((info.number, info.length, info.truncated, buffer.len()));
+            buffer.clear();
+        }
+        out
+    }
+
+    #[test]
+    fn splits_lines_and_caps_long_ones() {
+        assert_eq!(lines(b"ab\n\ncd"), vec![(1, 2, false, 2), (2, 0, false, 0), (3, 2, false, 2)]);
+        assert_eq!(lines(b"ab\n"), vec![(1, 2, false, 2)]);
+        let mut long = vec![b'x'; MAX_RECORD_BYTES + 10];
+        long.extend_from_slice(b"\nok");
+        assert_eq!(
+            lines(&long),
+            vec![
+                (1, MAX_RECORD_BYTES + 10, true, MAX_RECORD_BYTES),
+                (2, 2, false, 2)
+            ]
+        );
+    }
+}
