@@ -7,9 +7,19 @@
 //! in `adflow-datagen`.
 #![deny(missing_docs)]
 
+pub mod counts;
 pub mod dead_letter;
 pub mod event;
 pub mod money;
 pub mod schema;
 pub mod timestamp;
 pub mod parsing;
+pub mod pipeline;
+pub mod prelude;
+pub mod sources;
+pub mod sinks;
+pub mod write;
+
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -1,0 +1,536 @@
+//! Sinks: the output changelogs of differential collections, rendered as a
+//! stdout table, JSONL, CSV or Parquet.
+//!
+//! A record type describes itself as a row through [`OutputRecord`]
+//! (column names and types, then one [`Value`] per column). A [`SinkSpec`]
+//! says where rows go (a directory, or stdout), in which [`OutputFormat`],
+//! and whether the sink writes the final contents ([`SinkMode::Snapshot`])
+//! or every update as it becomes final ([`SinkMode::Changelog`]).
+//!
+//! Transport is split from format, as in pathway's connectors: the
+//! destination (a file `dir/<name>.<ext>` or stdout) is opened in one place
+//! and each format is a small row writer over any byte stream
+//! (`sinks/table.rs`, `sinks/jsonl.rs`, `sinks/csv.rs`, `sinks/parquet.rs`).
+//!
+//! Inside a dataflow, [`SinkExt::sink`] exchanges every update to worker 0,
+//! which alone writes, so a multi-worker computation produces exactly one
+//! file. Failures never panic: they become [`SinkError`] values recorded in
+//! the [`SinkHandle`] that the sink returns.
+//!
+//! Outside a dataflow, [`write_records`] writes a slice of records and
+//! [`render_table`] renders one as text.
+//!
+//! ```
+//! use adflow::sinks::{render_table, Column, ColumnType, OutputRecord, Value};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+//! struct Spend {
+//!     campaign: String,
+//!     micros: i64,
+//! }
+//!
+//! impl OutputRecord for Spend {
+//!     fn columns() -> Vec<Column> {
+//!         vec![
+//!             Column::new("campaign", ColumnType::Text),
+//!             Column::new("spend", ColumnType::Money),
+//!         ]
+//!     }
+//!     fn values(&self) -> Vec<Value> {
+//!         vec![Value::Text(self.campaign.clone()), Value::Money(self.micros)]
+//!     }
+//! }
+//!
+//! let rows = [
+//!     Spend { campaign: "spring".into(), micros: 12_500_000 },
+//!     Spend { campaign: "autumn".into(), micros: 250_000 },
+//! ];
+//! let text = render_table("spend", &rows, 20);
+//! assert_eq!(
+//!     text,
+//!     "spend (2 rows)\n\
+//!      campaign | spend\n\
+//!      ---------+------\n\
+//!      spring   |  12.5\n\
+//!      autumn   |  0.25\n"
+//! );
+//! ```
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use crate::dead_letter::DeadLetter;
+use crate::money::{format_micros, Micros};
+use crate::timestamp::{format_rfc3339, Millis};
+
+mod csv;
+mod jsonl;
+mod operator;
+mod output;
+mod parquet;
+mod table;
+#[cfg(test)]
+mod tests;
+
+pub use operator::{SinkExt, SinkHandle, SinkReport};
+
+/// One cell of an output row.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    /// No value; empty in CSV and tables, `null` in JSON, a null in Parquet.
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// A signed 64-bit integer.
+    I64(i64),
+    /// A 64-bit float. Non-finite values are `null` in JSON.
+    F64(f64),
+    /// Text.
+    Text(String),
+    /// An instant in epoch milliseconds: RFC 3339 text (via
+    /// [`format_rfc3339`]) in text formats, `Timestamp(ms, UTC)` in Parquet.
+    Time(Millis),
+    /// An amount of money in micros: exact decimal units (via
+    /// [`format_micros`]) in text formats, a JSON number in JSONL,
+    /// `Decimal128(18, 6)` in Parquet.
+    Money(Micros),
+}
+
+impl Value {
+    /// The name of the variant, for error messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Value::Null => "null",
+            Value::Bool(_) => "bool",
+            Value::I64(_) => "i64",
+            Value::F64(_) => "f64",
+            Value::Text(_) => "text",
+            Value::Time(_) => "time",
+            Value::Money(_) => "money",
+        }
+    }
+
+    /// Whether this value may stand in a column of type `ty` (`Null` fits any).
+    pub fn fits(&self, ty: ColumnType) -> bool {
+        matches!(
+            (self, ty),
+            (Value::Null, _)
+                | (Value::Bool(_), ColumnType::Bool)
+                | (Value::I64(_), ColumnType::I64)
+                | (Value::F64(_), ColumnType::F64)
+                | (Value::Text(_), ColumnType::Text)
+                | (Value::Time(_), ColumnType::Time)
+                | (Value::Money(_), ColumnType::Money)
+        )
+    }
+}
+
+/// The text form used by tables and CSV: `Null` is empty, times are
+/// RFC 3339, money is exact decimal units.
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Null => Ok(()),
+            Value::Bool(value) => write!(f, "{value}"),
+            Value::I64(value) => write!(f, "{value}"),
+            Value::F64(value) => write!(f, "{value}"),
+            Value::Text(value) => f.write_str(value),
+            Value::Time(ms) => f.write_str(&format_rfc3339(*ms)),
+            Value::Money(micros) => f.write_str(&format_micros(*micros)),
+        }
+    }
+}
+
+/// The type of an output column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ColumnType {
+    /// Holds [`Value::Bool`].
+    Bool,
+    /// Holds [`Value::I64`].
+    I64,
+    /// Holds [`Value::F64`].
+    F64,
+    /// Holds [`Value::Text`].
+    Text,
+    /// Holds [`Value::Time`].
+    Time,
+    /// Holds [`Value::Money`].
+    Money,
+}
+
+impl ColumnType {
+    /// Whether tables right-align this type (numbers do).
+    pub fn is_numeric(self) -> bool {
+        matches!(self, ColumnType::I64 | ColumnType::F64 | ColumnType::Money)
+    }
+}
+
+impl fmt::Display for ColumnType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ColumnType::Bool => "bool",
+            ColumnType::I64 => "i64",
+            ColumnType::F64 => "f64",
+            ColumnType::Text => "text",
+            ColumnType::Time => "time",
+            ColumnType::Money => "money",
+        })
+    }
+}
+
+/// A named, typed output column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Column {
+    /// The column name: the CSV header, JSON key and Parquet field name.
+    pub name: &'static str,
+    /// The type of the column's values.
+    pub ty: ColumnType,
+}
+
+impl Column {
+    /// A column named `name` of type `ty`.
+    pub const fn new(name: &'static str, ty: ColumnType) -> Column {
+        Column { name, ty }
+    }
+}
+
+/// A record that sinks can write: a fixed list of typed columns and, per
+/// record, one value for each.
+///
+/// `ExchangeData` (timely's `Send + Serialize + Deserialize` plus
+/// differential's `Ord + Debug + Clone + 'static`) lets sinks exchange
+/// records to the writing worker and sort snapshots by `Ord`.
+pub trait OutputRecord: differential_dataflow::ExchangeData {
+    /// The columns, in output order. Must not depend on any record.
+    fn columns() -> Vec<Column>;
+    /// This record's values, in the order and arity of [`OutputRecord::columns`];
+    /// each value must fit its column's type (or be [`Value::Null`]).
+    fn values(&self) -> Vec<Value>;
+}
+
+/// Dead letters as output rows: `source`, `position` (its display form,
+/// e.g. `line 12`), `reason` (the stable code), `detail`, `excerpt`.
+impl OutputRecord for DeadLetter {
+    fn columns() -> Vec<Column> {
+        vec![
+            Column::new("source", ColumnType::Text),
+            Column::new("position", ColumnType::Text),
+            Column::new("reason", ColumnType::Text),
+            Column::new("detail", ColumnType::Text),
+            Column::new("excerpt", ColumnType::Text),
+        ]
+    }
+
+    fn values(&self) -> Vec<Value> {
+        vec![
+            Value::Text(self.source.clone()),
+            Value::Text(self.position.to_string()),
+            Value::Text(self.reason.code().to_owned()),
+            Value::Text(self.detail.clone()),
+            Value::Text(self.excerpt.clone()),
+        ]
+    }
+}
+
+/// How rows are encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum OutputFormat {
+    /// An aligned text table titled with the sink name, showing at most
+    /// [`SinkSpec::table_rows`] rows; rendered once, when the sink finishes.
+    Table,
+    /// One JSON object per line, keyed by column name.
+    Jsonl,
+    /// A header line, then one line per row.
+    Csv,
+    /// Parquet with snappy compression; needs a directory (not stdout).
+    Parquet,
+}
+
+impl OutputFormat {
+    /// Every format, in declaration order.
+    pub const ALL: [OutputFormat; 4] = [
+        OutputFormat::Table,
+        OutputFormat::Jsonl,
+        OutputFormat::Csv,
+        OutputFormat::Parquet,
+    ];
+
+    /// The name accepted by `FromStr`: `table`, `jsonl`, `csv`, `parquet`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputFormat::Table => "table",
+            OutputFormat::Jsonl => "jsonl",
+            OutputFormat::Csv => "csv",
+            OutputFormat::Parquet => "parquet",
+        }
+    }
+
+    /// The file extension: `txt`, `jsonl`, `csv`, `parquet`.
+    pub fn extension(self) -> &'static str {
+        match self {
+            OutputFormat::Table => "txt",
+            other => other.as_str(),
+        }
+    }
+}
+
+impl fmt::Display for OutputFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for OutputFormat {
+    type Err = SinkError;
+
+    /// Parses a format name, ignoring ASCII case.
+    fn from_str(text: &str) -> Result<OutputFormat, SinkError> {
+        OutputFormat::ALL
+            .into_iter()
+            .find(|format| format.as_str().eq_ignore_ascii_case(text))
+            .ok_or_else(|| SinkError::UnknownFormat {
+                text: limit_length(text, 64),
+            })
+    }
+}
+
+/// What a sink writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SinkMode {
+    /// The consolidated final contents, written once the input frontier is
+    /// empty, sorted by the record's `Ord`. Only the record's columns; a
+    /// record with multiplicity `m > 1` is written `m` times. A negative final
+    /// multiplicity is a producer bug: the record is not written and a
+    /// [`SinkError::NegativeMultiplicity`] is recorded.
+    #[default]
+    Snapshot,
+    /// Every update once the input frontier has passed its time, in time
+    /// order (consolidated per time, sorted by record within a time), with two
+    /// extra columns: `time` (the dataflow time, I64) and `diff` (I64). The
+    /// writer is flushed after each batch of closed times.
+    Changelog,
+}
+
+/// Where and how a sink writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SinkSpec {
+    /// The sink's name: the table title and the file stem (`<name>.<ext>`).
+    pub name: String,
+    /// The directory to write `<name>.<ext>` into (created if missing);
+    /// `None` writes to stdout.
+    pub dir: Option<PathBuf>,
+    /// The encoding.
+    pub format: OutputFormat,
+    /// Final contents or every update.
+    pub mode: SinkMode,
+    /// The most rows a [`OutputFormat::Table`] shows.
+    pub table_rows: usize,
+}
+
+impl SinkSpec {
+    /// Rows a table shows unless told otherwise.
+    pub const DEFAULT_TABLE_ROWS: usize = 20;
+
+    /// A snapshot sink writing `name` to stdout.
+    pub fn stdout(name: impl Into<String>, format: OutputFormat) -> SinkSpec {
+        SinkSpec {
+            name: name.into(),
+            dir: None,
+            format,
+            mode: SinkMode::Snapshot,
+            table_rows: SinkSpec::DEFAULT_TABLE_ROWS,
+        }
+    }
+
+    /// A snapshot sink writing `dir/<name>.<ext>`.
+    pub fn file(
+        name: impl Into<String>,
+        dir: impl Into<PathBuf>,
+        format: OutputFormat,
+    ) -> SinkSpec {
+        SinkSpec {
+            dir: Some(dir.into()),
+            ..SinkSpec::stdout(name, format)
+        }
+    }
+
+    /// The same spec in `mode`.
+    pub fn with_mode(self, mode: SinkMode) -> SinkSpec {
+        SinkSpec { mode, ..self }
+    }
+
+    /// The same spec showing at most `rows` table rows.
+    pub fn with_table_rows(self, rows: usize) -> SinkSpec {
+        SinkSpec {
+            table_rows: rows,
+            ..self
+        }
+    }
+
+    /// The file this spec writes, or `None` for stdout.
+    pub fn path(&self) -> Option<PathBuf> {
+        self.dir.as_deref().map(|dir| self.path_in(dir))
+    }
+
+    fn path_in(&self, dir: &Path) -> PathBuf {
+        dir.join(format!("{}.{}", self.name, self.format.extension()))
+    }
+
+    /// The columns this spec writes for records of type `D`: the record's
+    /// columns, plus `time` and `diff` in [`SinkMode::Changelog`].
+    pub fn columns<D: OutputRecord>(&self) -> Vec<Column> {
+        let mut columns = D::columns();
+        if self.mode == SinkMode::Changelog {
+            columns.push(Column::new("time", ColumnType::I64));
+            columns.push(Column::new("diff", ColumnType::I64));
+        }
+        columns
+    }
+}
+
+/// Why a sink could not write (part of) its output.
+///
+/// Recorded in a [`SinkHandle`] (dataflow sinks) or returned (by
+/// [`write_records`]); never a panic. Sources are shared (`Arc`) so that
+/// errors can be cloned out of a handle.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SinkError {
+    /// Creating, writing, flushing or renaming the output failed.
+    #[error("{target}: {source}")]
+    Io {
+        /// The file path, or `<stdout>`.
+        target: String,
+        /// The underlying error.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// The CSV writer failed.
+    #[error("{target}: {source}")]
+    Csv {
+        /// The file path, or `<stdout>`.
+        target: String,
+        /// The underlying error.
+        #[source]
+        source: Arc<::csv::Error>,
+    },
+    /// Building an Arrow batch failed (e.g. money beyond `Decimal128(18, 6)`).
+    #[error("{target}: {source}")]
+    Arrow {
+        /// The file path.
+        target: String,
+        /// The underlying error.
+        #[source]
+        source: Arc<arrow::error::ArrowError>,
+    },
+    /// The Parquet writer failed.
+    #[error("{target}: {source}")]
+    Parquet {
+        /// The file path.
+        target: String,
+        /// The underlying error.
+        #[source]
+        source: Arc<::parquet::errors::ParquetError>,
+    },
+    /// A record produced a different number of values than it has columns.
+    #[error("{sink}: a row has {found} values for {expected} columns")]
+    Arity {
+        /// The sink name.
+        sink: String,
+        /// The number of columns.
+        expected: usize,
+        /// The number of values.
+        found: usize,
+    },
+    /// A value does not fit its column's type.
+    #[error("{sink}: column `{column}` is {expected} but a row holds a {found} value")]
+    TypeMismatch {
+        /// The sink name.
+        sink: String,
+        /// The column name.
+        column: &'static str,
+        /// The column's type.
+        expected: ColumnType,
+        /// The value's kind ([`Value::kind`]).
+        found: &'static str,
+    },
+    /// In [`SinkMode::Snapshot`], a record's final multiplicity was negative;
+    /// the record was not written.
+    #[error("{sink}: record has final multiplicity {multiplicity}: {record}")]
+    NegativeMultiplicity {
+        /// The sink name.
+        sink: String,
+        /// The record's `Debug` form, cut to 256 bytes.
+        record: String,
+        /// Its multiplicity.
+        multiplicity: isize,
+    },
+    /// A dataflow time does not fit the `time` column (I64); written as null.
+    #[error("{sink}: time {time} does not fit a signed 64-bit column")]
+    TimeOutOfRange {
+        /// The sink name.
+        sink: String,
+        /// The time.
+        time: u64,
+    },
+    /// The sink name is empty or is not a plain file stem.
+    #[error("invalid sink name {name:?}: must be non-empty without path separators")]
+    InvalidName {
+        /// The name.
+        name: String,
+    },
+    /// The format cannot write to this destination (Parquet to stdout).
+    #[error("{sink}: {format} output needs a directory, not stdout")]
+    NeedsDirectory {
+        /// The sink name.
+        sink: String,
+        /// The format.
+        format: OutputFormat,
+    },
+    /// A format name that `OutputFormat::from_str` does not know.
+    #[error("unknown output format {text:?} (expected table, jsonl, csv or parquet)")]
+    UnknownFormat {
+        /// The text, cut to 64 bytes.
+        text: String,
+    },
+}
+
+/// Writes `records`, in the given order, as `spec` says; returns the file
+/// written (`None` for stdout).
+///
+/// The columns are `D::columns()`; `spec.mode` is ignored (a slice has no
+/// times). A file is written under a temporary name and renamed into place
+/// when complete, so `dir/<name>.<ext>` never holds a partial file; on
+/// error the temporary file is removed.
+pub fn write_records<D: OutputRecord>(
+    records: &[D],
+    spec: &SinkSpec,
+) -> Result<Option<PathBuf>, SinkError> {
+    let rows = records.iter().map(OutputRecord::values);
+    output::write_all(spec, D::columns(), rows).map(|(path, _rows)| path)
+}
+
+/// Renders `records` as an aligned text table: the title with the row
+/// count, a header, a rule, the first `max_rows` rows, then `… N more rows`
+/// if any were left out. Numbers are right-aligned; control characters in
+/// text are escaped and long cells cut, so rows stay on one line.
+pub fn render_table<D: OutputRecord>(title: &str, records: &[D], max_rows: usize) -> String {
+    let shown: Vec<Vec<Value>> = records
+        .iter()
+        .take(max_rows)
+        .map(OutputRecord::values)
+        .collect();
+    table::render(title, &D::columns(), &shown, records.len())
+}
+
+/// `text`, cut at a character boundary to at most `max` bytes.
+fn limit_length(text: &str, max: usize) -> String {
+    let mut cut = text.len().min(max);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text[..cut].to_owned()
+}

@@ -1,0 +1,413 @@
+//! The sink operator: [`SinkExt`] on `VecCollection`, and the [`SinkHandle`]
+//! through which it reports.
+
+use std::collections::btree_map::Entry;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use differential_dataflow::collection::VecCollection;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::{Capability, Probe};
+use timely::dataflow::ProbeHandle;
+use timely::order::TotalOrder;
+use timely::progress::Timestamp;
+
+use super::output::Output;
+use super::{limit_length, Column, OutputRecord, SinkError, SinkMode, SinkSpec, Value};
+
+/// What a sink did: filled in by the writing worker as it goes, final once
+/// [`SinkReport::finished`].
+#[derive(Clone, Debug, Default)]
+pub struct SinkReport {
+    /// The sink's name ([`SinkSpec::name`]).
+    pub name: String,
+    /// Rows written so far (table sinks count every row, shown or not).
+    pub rows: u64,
+    /// The file written, once complete; `None` for stdout, before the end,
+    /// or if writing failed.
+    pub path: Option<PathBuf>,
+    /// Everything that went wrong, in order.
+    pub errors: Vec<SinkError>,
+    /// Every sink operator attached to the handle has seen its input end.
+    pub finished: bool,
+}
+
+impl SinkReport {
+    /// Finished without errors.
+    pub fn is_ok(&self) -> bool {
+        self.finished && self.errors.is_empty()
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    report: SinkReport,
+    /// Sink operators attached to this handle, and how many have closed.
+    attached: usize,
+    closed: usize,
+}
+
+/// A shared view of one sink's progress: rows, path, errors.
+///
+/// Cheap to clone and `Send + Sync`, so it can be returned from a timely
+/// worker closure or created outside `timely::execute` and passed to every
+/// worker's [`SinkExt::sink_core`]. Only worker 0 writes, so only worker 0's
+/// sink records rows, paths and errors; the other workers' sinks only mark
+/// themselves closed.
+#[derive(Clone, Debug, Default)]
+pub struct SinkHandle {
+    state: Arc<Mutex<State>>,
+}
+
+impl SinkHandle {
+    /// A handle for a sink named `name`, with nothing attached yet.
+    pub fn new(name: impl Into<String>) -> SinkHandle {
+        let handle = SinkHandle::default();
+        handle.lock().report.name = name.into();
+        handle
+    }
+
+    /// A copy of the current report.
+    pub fn report(&self) -> SinkReport {
+        self.lock().report.clone()
+    }
+
+    /// Whether every sink attached to this handle has finished.
+    pub fn is_finished(&self) -> bool {
+        self.lock().report.finished
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere while holding the lock leaves a usable report.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn attach(&self) {
+        let mut state = self.lock();
+        state.attached += 1;
+        state.report.finished = false;
+    }
+
+    fn close(&self) {
+        let mut state = self.lock();
+        state.closed += 1;
+        state.report.finished = state.closed >= state.attached;
+    }
+
+    fn record(&self, error: SinkError) {
+        self.lock().report.errors.push(error);
+    }
+
+    fn set_rows(&self, rows: u64) {
+        self.lock().report.rows = rows;
+    }
+
+    fn set_path(&self, path: Option<PathBuf>) {
+        self.lock().report.path = path;
+    }
+}
+
+/// Writes a collection's output as a [`SinkSpec`] says.
+///
+/// Every update is exchanged to worker 0, which alone writes
+/// `dir/<name>.<ext>` (or stdout); other workers write nothing. The sink
+/// attaches `probe` after itself: once the probe has passed a time `t`,
+/// every update at a time before `t` has been written and flushed
+/// ([`SinkMode::Changelog`]) or accumulated ([`SinkMode::Snapshot`]); once the
+/// probe is done, the output is complete. Errors are recorded in the
+/// returned [`SinkHandle`], never raised.
+///
+/// A changelog's `time` column is the dataflow time as `u64`, hence the
+/// `Into<u64>` bound; the pipeline's time is `u64`.
+pub trait SinkExt<'scope, T: Timestamp, D> {
+    /// Sinks the collection with the operator name `Sink: <spec.name>`.
+    fn sink(self, spec: SinkSpec, probe: &ProbeHandle<T>) -> SinkHandle;
+    /// Sinks the collection with the operator name `name`.
+    fn sink_named(self, name: &str, spec: SinkSpec, probe: &ProbeHandle<T>) -> SinkHandle;
+    /// Sinks the collection, reporting into `handle` (which may be shared by
+    /// every worker's sink of the same collection); returns `handle`.
+    fn sink_core(
+        self,
+        name: &str,
+        spec: SinkSpec,
+        probe: &ProbeHandle<T>,
+        handle: SinkHandle,
+    ) -> SinkHandle;
+}
+
+impl<'scope, T, D> SinkExt<'scope, T, D> for VecCollection<'scope, T, D, isize>
+where
+    T: Timestamp + TotalOrder + Into<u64>,
+    D: OutputRecord,
+{
+    fn sink(self, spec: SinkSpec, probe: &ProbeHandle<T>) -> SinkHandle {
+        let name = format!("Sink: {}", spec.name);
+        self.sink_named(&name, spec, probe)
+    }
+
+    fn sink_named(self, name: &str, spec: SinkSpec, probe: &ProbeHandle<T>) -> SinkHandle {
+        let handle = SinkHandle::new(spec.name.clone());
+        self.sink_core(name, spec, probe, handle)
+    }
+
+    fn sink_core(
+        self,
+        name: &str,
+        spec: SinkSpec,
+        probe: &ProbeHandle<T>,
+        handle: SinkHandle,
+    ) -> SinkHandle {
+        handle.attach();
+        let writes = self.scope().index() == 0;
+        let mut core = SinkCore::<T, D>::new(spec, writes, handle.clone());
+        let to_worker_zero = Exchange::new(|_update: &(D, T, isize)| 0u64);
+        self.inner
+            .unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+                to_worker_zero,
+                name,
+                move |capability, _info| {
+                    let mut held: Option<Capability<T>> = Some(capability);
+                    move |(input, frontier), _output| {
+                        input.for_each(|_stamp, updates| core.absorb(updates));
+                        match frontier.frontier().as_option() {
+                            Some(time) => {
+                                core.advance(Some(time));
+                                // Hold the output at the input frontier so that the probe
+                                // passes a time only after this operator has handled it.
+                                if let Some(held) = held.as_mut() {
+                                    if held.time().less_equal(time) {
+                                        held.downgrade(time);
+                                    }
+                                }
+                            }
+                            None => {
+                                core.close();
+                                held = None;
+                            }
+                        }
+                    }
+                },
+            )
+            .probe_with(probe);
+        handle
+    }
+}
+
+/// The state of one worker's sink operator.
+struct SinkCore<T, D> {
+    spec: SinkSpec,
+    columns: Vec<Column>,
+    /// Whether this worker writes (worker 0).
+    writes: bool,
+    handle: SinkHandle,
+    /// Snapshot mode: the accumulated contents.
+    contents: BTreeMap<D, isize>,
+    /// Changelog mode: updates by time, not yet final.
+    changes: BTreeMap<T, Vec<(D, isize)>>,
+    /// Changelog mode: the open output.
+    output: Option<Output>,
+    /// An output error ended writing; later updates are dropped.
+    failed: bool,
+    closed: bool,
+}
+
+impl<T, D> SinkCore<T, D>
+where
+    T: Timestamp + TotalOrder + Into<u64>,
+    D: OutputRecord,
+{
+    fn new(spec: SinkSpec, writes: bool, handle: SinkHandle) -> Self {
+        SinkCore {
+            columns: spec.columns::<D>(),
+            spec,
+            writes,
+            handle,
+            contents: BTreeMap::new(),
+            changes: BTreeMap::new(),
+            output: None,
+            failed: false,
+            closed: false,
+        }
+    }
+
+    fn absorb(&mut self, updates: &mut Vec<(D, T, isize)>) {
+        if self.failed {
+            updates.clear();
+            return;
+        }
+        match self.spec.mode {
+            SinkMode::Snapshot => {
+                for (record, _time, diff) in updates.drain(..) {
+                    match self.contents.entry(record) {
+                        Entry::Occupied(mut entry) => {
+                            *entry.get_mut() += diff;
+                            if *entry.get() == 0 {
+                                entry.remove();
+                            }
+                        }
+                        Entry::Vacant(entry) => {
+                            if diff != 0 {
+                                entry.insert(diff);
+                            }
+                        }
+                    }
+                }
+            }
+            SinkMode::Changelog => {
+                for (record, time, diff) in updates.drain(..) {
+                    self.changes.entry(time).or_default().push((record, diff));
+                }
+            }
+        }
+    }
+
+    /// Writes the changelog for every time not in advance of `frontier`
+    /// (`None`: all of them).
+    fn advance(&mut self, frontier: Option<&T>) {
+        if self.spec.mode != SinkMode::Changelog || self.failed {
+            return;
+        }
+        let ready = match frontier {
+            Some(time) => {
+                let later = self.changes.split_off(time);
+                std::mem::replace(&mut self.changes, later)
+            }
+            None => std::mem::take(&mut self.changes),
+        };
+        if ready.is_empty() {
+            return;
+        }
+        if let Err(error) = self.write_changes(ready) {
+            self.fail(error);
+        }
+    }
+
+    fn write_changes(&mut self, ready: BTreeMap<T, Vec<(D, isize)>>) -> Result<(), SinkError> {
+        if !self.writes {
+            return Ok(());
+        }
+        let mut output = match self.output.take() {
+            Some(output) => output,
+            None => Output::open(&self.spec, self.columns.clone(), false)?,
+        };
+        let written = self.write_changes_to(&mut output, ready);
+        self.handle.set_rows(output.rows());
+        self.output = Some(output);
+        written
+    }
+
+    fn write_changes_to(
+        &self,
+        output: &mut Output,
+        ready: BTreeMap<T, Vec<(D, isize)>>,
+    ) -> Result<(), SinkError> {
+        for (time, mut updates) in ready {
+            let time: u64 = time.into();
+            let time_value = match i64::try_from(time) {
+                Ok(time) => Value::I64(time),
+                Err(_) => {
+                    self.handle.record(SinkError::TimeOutOfRange {
+                        sink: self.spec.name.clone(),
+                        time,
+                    });
+                    Value::Null
+                }
+            };
+            consolidate(&mut updates);
+            for (record, diff) in updates {
+                let mut row = record.values();
+                row.push(time_value.clone());
+                let diff =
+                    i64::try_from(diff).unwrap_or(if diff < 0 { i64::MIN } else { i64::MAX });
+                row.push(Value::I64(diff));
+                output.write(&row)?;
+            }
+        }
+        output.flush()
+    }
+
+    /// The input has ended: writes what remains and finishes the output.
+    fn close(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        if self.writes && !self.failed {
+            let result = match self.spec.mode {
+                SinkMode::Snapshot => self.write_snapshot(),
+                SinkMode::Changelog => self.finish_changelog(),
+            };
+            if let Err(error) = result {
+                self.fail(error);
+            }
+        }
+        self.contents.clear();
+        self.changes.clear();
+        self.handle.close();
+    }
+
+    fn write_snapshot(&mut self) -> Result<(), SinkError> {
+        let mut output = Output::open(&self.spec, self.columns.clone(), true)?;
+        let contents = std::mem::take(&mut self.contents);
+        for (record, count) in contents {
+            if count < 0 {
+                self.handle.record(SinkError::NegativeMultiplicity {
+                    sink: self.spec.name.clone(),
+                    record: limit_length(&format!("{record:?}"), 256),
+                    multiplicity: count,
+                });
+                continue;
+            }
+            let row = record.values();
+            for _ in 0..count {
+                output.write(&row)?;
+            }
+        }
+        self.handle.set_rows(output.rows());
+        let (path, rows) = output.finish()?;
+        self.handle.set_rows(rows);
+        self.handle.set_path(path);
+        Ok(())
+    }
+
+    fn finish_changelog(&mut self) -> Result<(), SinkError> {
+        self.advance(None);
+        if self.failed {
+            return Ok(());
+        }
+        let output = match self.output.take() {
+            Some(output) => output,
+            None => Output::open(&self.spec, self.columns.clone(), false)?,
+        };
+        let (path, rows) = output.finish()?;
+        self.handle.set_rows(rows);
+        self.handle.set_path(path);
+        Ok(())
+    }
+
+    /// Records `error` and stops writing (a partial changelog file is left).
+    fn fail(&mut self, error: SinkError) {
+        self.handle.record(error);
+        self.failed = true;
+        self.output = None;
+        self.contents.clear();
+        self.changes.clear();
+    }
+}
+
+/// Sorts `updates` by record, sums the diffs of equal records and drops zeros.
+fn consolidate<D: Ord>(updates: &mut Vec<(D, isize)>) {
+    updates.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut merged: Vec<(D, isize)> = Vec::with_capacity(updates.len());
+    for (record, diff) in updates.drain(..) {
+        match merged.last_mut() {
+            Some((last, total)) if *last == record => *total += diff,
+            _ => merged.push((record, diff)),
+        }
+    }
+    merged.retain(|(_, diff)| *diff != 0);
+    *updates = merged;
+}
