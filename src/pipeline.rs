@@ -358,6 +358,31 @@ impl Pipeline {
     }
 }
 
+/// A timely configuration from the standard cluster flags: `workers`
+/// threads per process, `processes` processes of which this is number
+/// `process`, addresses in `hostfile` (one `host:port` per line) when
+/// there is more than one process.
+pub fn cluster_config(
+    workers: usize,
+    processes: usize,
+    process: usize,
+    hostfile: Option<&std::path::Path>,
+) -> Result<timely::Config, PipelineError> {
+    let mut args = vec![
+        "-w".to_owned(),
+        workers.max(1).to_string(),
+        "-n".to_owned(),
+        processes.max(1).to_string(),
+        "-p".to_owned(),
+        process.to_string(),
+    ];
+    if let Some(hostfile) = hostfile {
+        args.push("-h".to_owned());
+        args.push(hostfile.display().to_string());
+    }
+    timely::Config::from_args(args.into_iter()).map_err(PipelineError::Timely)
+}
+
 fn is_beyond_horizon(time: &TimeConfig, ts: Millis, frontier: Time) -> bool {
     let frontier = Millis::try_from(frontier).unwrap_or(Millis::MAX);
     time.horizon

@@ -180,6 +180,34 @@ pub fn month_start(ts: Millis) -> Millis {
     days_from_civil(year, month, 1) * DAY_MS
 }
 
+/// Parses a duration such as `500ms`, `10s`, `5m`, `1h`, `7d` or a plain
+/// number of milliseconds.
+///
+/// ```
+/// use adflow::timestamp::parse_duration;
+/// assert_eq!(parse_duration("90s"), Some(90_000));
+/// assert_eq!(parse_duration("7d"), Some(604_800_000));
+/// assert_eq!(parse_duration("soon"), None);
+/// ```
+pub fn parse_duration(text: &str) -> Option<Millis> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: Millis = number.parse().ok()?;
+    let scale = match unit.trim() {
+        "" | "ms" => 1,
+        "s" => SECOND_MS,
+        "m" | "min" => MINUTE_MS,
+        "h" => HOUR_MS,
+        "d" => DAY_MS,
+        "w" => 7 * DAY_MS,
+        _ => return None,
+    };
+    number.checked_mul(scale)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

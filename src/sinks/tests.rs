@@ -3,6 +3,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use ::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use arrow::array::{
     Array, BooleanArray, Decimal128Array, Float64Array, Int64Array, StringArray,
     TimestampMillisecondArray,
@@ -10,7 +11,6 @@ use arrow::array::{
 use arrow::datatypes::{DataType, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use differential_dataflow::input::Input;
-use ::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::ProbeHandle;
 
@@ -94,34 +94,59 @@ fn snapshot_rounds() -> Vec<Vec<(Spend, isize)>> {
 }
 
 /// Runs a two-worker dataflow whose worker 0 alone feeds `rounds` (round `i`
-/// at time `i`), stepping until the sink's probe has passed each round and
-/// then calling `after_round(i, handle)` on worker 0. Returns each worker's
+/// at time `i`); every worker steps until its sink probe has passed each
+/// round and then calls `after_round(worker, i, handle)`. With `spread`, the
+/// updates are first consolidated, which hashes them across both workers, so
+/// that the sink receives updates on every worker. Returns each worker's
 /// final report, worker 0 first.
-fn run<F>(spec: SinkSpec, rounds: Vec<Vec<(Spend, isize)>>, after_round: F) -> Vec<SinkReport>
+fn run<F>(
+    spec: SinkSpec,
+    rounds: Vec<Vec<(Spend, isize)>>,
+    spread: bool,
+    after_round: F,
+) -> Vec<SinkReport>
 where
-    F: Fn(usize, &SinkHandle) + Send + Sync + 'static,
+    F: Fn(usize, usize, &SinkHandle) + Send + Sync + 'static,
 {
     let guards = timely::execute(timely::Config::process(2), move |worker| {
         let probe = ProbeHandle::new();
+        let reached = std::rc::Rc::new(std::cell::Cell::new(0_usize));
+        let counter = std::rc::Rc::clone(&reached);
         let (mut input, handle) = worker.dataflow::<u64, _, _>(|scope| {
             let (input, collection) = scope.new_collection::<Spend, isize>();
+            let collection = if spread {
+                collection
+                    .consolidate()
+                    .inspect(move |_| counter.set(counter.get() + 1))
+            } else {
+                collection
+            };
             let handle = collection.sink(spec.clone(), &probe);
             (input, handle)
         });
-        if worker.index() == 0 {
-            for (round, updates) in rounds.iter().enumerate() {
+        for (round, updates) in rounds.iter().enumerate() {
+            let next = u64::try_from(round).expect("small") + 1;
+            if worker.index() == 0 {
                 for (record, diff) in updates {
                     input.update(record.clone(), *diff);
                 }
-                input.advance_to(u64::try_from(round).expect("small") + 1);
-                input.flush();
-                worker.step_while(|| probe.less_than(input.time()));
-                after_round(round, &handle);
             }
+            // Every worker advances its (otherwise empty) input.
+            input.advance_to(next);
+            input.flush();
+            worker.step_while(|| probe.less_than(&next));
+            after_round(worker.index(), round, &handle);
         }
         drop(input);
         worker.step_while(|| !probe.done());
         assert!(handle.is_finished(), "probe done before the sink finished");
+        if spread {
+            assert!(
+                reached.get() > 0,
+                "worker {} got no updates",
+                worker.index()
+            );
+        }
         handle
     })
     .expect("timely starts");
@@ -173,7 +198,7 @@ fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
 fn snapshot_jsonl_writes_final_contents_once_with_two_workers() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spec = SinkSpec::file("spend", dir.path(), OutputFormat::Jsonl);
-    let reports = run(spec, snapshot_rounds(), |_, _| {});
+    let reports = run(spec, snapshot_rounds(), true, |_, _, _| {});
 
     let path = dir.path().join("spend.jsonl");
     assert_eq!(entries(dir.path()), ["spend.jsonl"]);
@@ -201,7 +226,7 @@ fn snapshot_jsonl_writes_final_contents_once_with_two_workers() {
 fn snapshot_csv_writes_header_and_final_contents() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spec = SinkSpec::file("spend", dir.path(), OutputFormat::Csv);
-    let reports = run(spec, snapshot_rounds(), |_, _| {});
+    let reports = run(spec, snapshot_rounds(), true, |_, _, _| {});
 
     let path = dir.path().join("spend.csv");
     assert_eq!(entries(dir.path()), ["spend.csv"]);
@@ -266,7 +291,7 @@ fn column<'a, A: 'static>(batch: &'a RecordBatch, name: &str) -> &'a A {
 fn snapshot_parquet_writes_typed_final_contents() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spec = SinkSpec::file("spend", dir.path(), OutputFormat::Parquet);
-    let reports = run(spec, snapshot_rounds(), |_, _| {});
+    let reports = run(spec, snapshot_rounds(), true, |_, _, _| {});
 
     let path = dir.path().join("spend.parquet");
     assert_eq!(entries(dir.path()), ["spend.parquet"]);
@@ -331,21 +356,39 @@ fn changelog_jsonl_has_inserts_and_retractions_in_time_order_flushed_per_time() 
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen_in_worker = std::sync::Arc::clone(&seen);
     let watched = path.clone();
-    let reports = run(spec, changelog_rounds(), move |round, handle| {
-        // The probe has passed the round's time: its rows are on disk.
-        let lines = fs::read_to_string(&watched).map_or(0, |text| text.lines().count());
-        let rows = handle.report().rows;
-        seen_in_worker
-            .lock()
-            .expect("unpoisoned")
-            .push((round, rows, lines));
-    });
-
+    let reports = run(
+        spec,
+        changelog_rounds(),
+        true,
+        move |worker, round, handle| {
+            // The probe has passed the round's time, on either worker: its rows
+            // are on disk.
+            let lines = fs::read_to_string(&watched).map_or(0, |text| text.lines().count());
+            let rows = handle.report().rows;
+            seen_in_worker
+                .lock()
+                .expect("unpoisoned")
+                .push((worker, round, rows, lines));
+        },
+    );
     assert_eq!(entries(dir.path()), ["changes.jsonl"]);
     assert_reports(&reports, &path, 5);
+    let mut seen = seen.lock().expect("unpoisoned").clone();
+    seen.sort();
+    // Worker 0 writes and counts rows; worker 1's handle stays empty, but
+    // its probe too only passes a time once that time's rows are written.
     assert_eq!(
-        *seen.lock().expect("unpoisoned"),
-        [(0, 2, 2), (1, 4, 4), (2, 4, 4), (3, 5, 5)]
+        seen,
+        [
+            (0, 0, 2, 2),
+            (0, 1, 4, 4),
+            (0, 2, 4, 4),
+            (0, 3, 5, 5),
+            (1, 0, 0, 2),
+            (1, 1, 0, 4),
+            (1, 2, 0, 4),
+            (1, 3, 0, 5),
+        ]
     );
 
     let rows: Vec<(String, u64, i64)> = read_jsonl(&path)
@@ -380,7 +423,7 @@ fn changelog_parquet_has_time_and_diff_columns() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spec =
         SinkSpec::file("changes", dir.path(), OutputFormat::Parquet).with_mode(SinkMode::Changelog);
-    let reports = run(spec, changelog_rounds(), |_, _| {});
+    let reports = run(spec, changelog_rounds(), false, |_, _, _| {});
     let path = dir.path().join("changes.parquet");
     assert_reports(&reports, &path, 5);
 
@@ -410,7 +453,7 @@ fn changelog_of_empty_input_writes_header_only() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spec =
         SinkSpec::file("empty", dir.path(), OutputFormat::Csv).with_mode(SinkMode::Changelog);
-    let reports = run(spec, vec![Vec::new()], |_, _| {});
+    let reports = run(spec, vec![Vec::new()], false, |_, _, _| {});
     let path = dir.path().join("empty.csv");
     assert_reports(&reports, &path, 0);
     assert_eq!(
@@ -423,7 +466,7 @@ fn changelog_of_empty_input_writes_header_only() {
 fn snapshot_negative_multiplicity_is_recorded_not_written() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spec = SinkSpec::file("spend", dir.path(), OutputFormat::Jsonl);
-    let reports = run(spec, vec![vec![(a(), 1), (b(), -2)]], |_, _| {});
+    let reports = run(spec, vec![vec![(a(), 1), (b(), -2)]], false, |_, _, _| {});
     let report = &reports[0];
     assert!(report.finished);
     assert_eq!(report.rows, 1);
@@ -457,7 +500,7 @@ fn unwritable_dir_is_an_error_not_a_panic() {
 
     for mode in [SinkMode::Snapshot, SinkMode::Changelog] {
         let spec = SinkSpec::file("spend", &bad_dir, OutputFormat::Jsonl).with_mode(mode);
-        let reports = run(spec.clone(), snapshot_rounds(), |_, _| {});
+        let reports = run(spec.clone(), snapshot_rounds(), true, |_, _, _| {});
         let report = &reports[0];
         assert!(report.finished, "{mode:?}");
         assert_eq!((report.rows, report.path.as_ref()), (0, None));
@@ -479,9 +522,9 @@ fn render_table_aligns_titles_and_truncates() {
     let text = render_table("top spend", &records, 2);
     let expected = "\
 top spend (3 rows)
-campaign | clicks |     spend | at                       | active | note                            |   ctr
----------+--------+-----------+--------------------------+--------+---------------------------------+------
-alpha    |      1 |      12.5 | 2026-11-23T13:37:00.126Z | false  |                                 | 0.125
+campaign | clicks |     spend | at                       | active | note                   |   ctr
+---------+--------+-----------+--------------------------+--------+------------------------+------
+alpha    |      1 |      12.5 | 2026-11-23T13:37:00.126Z | false  |                        | 0.125
 gamma    |      3 | -0.000001 | 2026-11-23T13:37:00.128Z | false  | note \"gamma\"\\nline two | 0.375
 … 1 more row
 ";
@@ -508,7 +551,7 @@ gamma    |      3 | -0.000001 | 2026-11-23T13:37:00.128Z | false  | note \"gamma
 fn table_sink_writes_the_rendered_table() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spec = SinkSpec::file("spend", dir.path(), OutputFormat::Table).with_table_rows(1);
-    let reports = run(spec, snapshot_rounds(), |_, _| {});
+    let reports = run(spec, snapshot_rounds(), true, |_, _, _| {});
     let path = dir.path().join("spend.txt");
     assert_reports(&reports, &path, 3);
     let expected = render_table("spend", &[a(), a(), c()], 1);
@@ -603,7 +646,7 @@ fn money_beyond_decimal_18_6_is_a_parquet_error() {
     let spec = SinkSpec::file("huge", dir.path(), OutputFormat::Parquet);
     let huge = spend("huge", 1, i64::MAX);
     assert!(matches!(
-        write_records(&[huge.clone()], &spec),
+        write_records(std::slice::from_ref(&huge), &spec),
         Err(SinkError::Arrow { .. })
     ));
     assert!(entries(dir.path()).is_empty());
