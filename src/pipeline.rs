@@ -287,7 +287,7 @@ impl Pipeline {
             });
             let mut summary = RunSummary::default();
             let mut batch = Vec::with_capacity(READ_BATCH);
-            let mut max_seen: Option<Millis> = None;
+            let mut clock = EventClock::new(time);
             let mut paced_to: Time = 0;
             for (unit, weight) in plan.assignment(worker.index(), worker.peers()) {
                 let validator = EventValidator::new(time.reference, time.max_clock_skew);
@@ -296,41 +296,38 @@ impl Pipeline {
                 loop {
                     let more = reader.read_batch(&mut batch, READ_BATCH);
                     for parsed in batch.drain(..) {
-                        let frontier = *events_in.time();
                         match parsed {
-                            Ok(event) => {
-                                let stamped = time.stamp(event.ts);
-                                max_seen = Some(max_seen.map_or(event.ts, |max| max.max(event.ts)));
-                                if stamped >= frontier {
-                                    events_in.update_at(event, stamped, 1);
+                            Ok(event) => match clock.admit(event.ts) {
+                                Admission::OnTime(at) => {
+                                    events_in.update_at(event, at, 1);
                                     summary.events.add(event.kind);
-                                } else if is_beyond_horizon(&time, event.ts, frontier) {
-                                    summary.dead_letters.add(Reason::Late);
-                                    dead_in.update_at(late_letter(&event, frontier), frontier, 1);
-                                } else {
-                                    events_in.update_at(event, frontier, 1);
+                                }
+                                Admission::Correction(at) => {
+                                    events_in.update_at(event, at, 1);
                                     summary.events.add(event.kind);
                                     summary.admitted_late += 1;
                                 }
-                            }
+                                Admission::Late => {
+                                    summary.dead_letters.add(Reason::Late);
+                                    let frontier = clock.frontier();
+                                    dead_in.update_at(late_letter(&event, frontier), frontier, 1);
+                                }
+                            },
                             Err(dead) => {
                                 summary.dead_letters.add(dead.reason);
-                                dead_in.update_at(dead, frontier, 1);
+                                dead_in.update_at(dead, clock.frontier(), 1);
                             }
                         }
                     }
-                    if let (Some(lateness), Some(max)) = (time.allowed_lateness, max_seen) {
-                        let watermark = time.stamp(max.saturating_sub(lateness));
-                        if watermark > *events_in.time() {
-                            events_in.advance_to(watermark);
-                            dead_in.advance_to(watermark);
-                            events_in.flush();
-                            dead_in.flush();
-                            // Pace to the previous watermark: one tick of slack
-                            // lets workers read ahead without unbounded queues.
-                            worker.step_while(|| probe.less_than(&paced_to));
-                            paced_to = watermark;
-                        }
+                    if let Some(watermark) = clock.advance() {
+                        events_in.advance_to(watermark);
+                        dead_in.advance_to(watermark);
+                        events_in.flush();
+                        dead_in.flush();
+                        // Pace to the previous watermark: one tick of slack
+                        // lets workers read ahead without unbounded queues.
+                        worker.step_while(|| probe.less_than(&paced_to));
+                        paced_to = watermark;
                     }
                     worker.step();
                     if !more {
@@ -383,10 +380,78 @@ pub fn cluster_config(
     timely::Config::from_args(args.into_iter()).map_err(PipelineError::Timely)
 }
 
-fn is_beyond_horizon(time: &TimeConfig, ts: Millis, frontier: Time) -> bool {
-    let frontier = Millis::try_from(frontier).unwrap_or(Millis::MAX);
-    time.horizon
-        .is_some_and(|horizon| ts < frontier.saturating_sub(horizon))
+/// Where an event enters the dataflow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// At its own stamped time, at or after the frontier.
+    OnTime(Time),
+    /// Behind the frontier but within the horizon: at the frontier, so its
+    /// effects arrive as corrections.
+    Correction(Time),
+    /// Beyond the horizon: dead-lettered as `late`.
+    Late,
+}
+
+/// One input's view of event time: the largest event time read, the
+/// watermark trailing it, and the frontier the input has advanced to.
+///
+/// The pipeline, the Kafka source and the operators' test harness all admit
+/// events through this one type, so they agree on what is late.
+///
+/// ```
+/// use adflow::pipeline::{Admission, EventClock, TimeConfig};
+/// let mut clock = EventClock::new(TimeConfig { tick: 10, allowed_lateness: Some(20), horizon: Some(100), ..TimeConfig::stream() });
+/// assert_eq!(clock.admit(1_005), Admission::OnTime(1_000));
+/// assert_eq!(clock.advance(), Some(980));
+/// assert_eq!(clock.admit(975), Admission::Correction(980));
+/// assert_eq!(clock.admit(870), Admission::Late);
+/// ```
+#[derive(Clone, Debug)]
+pub struct EventClock {
+    config: TimeConfig,
+    frontier: Time,
+    max_seen: Option<Millis>,
+}
+
+impl EventClock {
+    /// A clock at time zero.
+    pub fn new(config: TimeConfig) -> EventClock {
+        EventClock {
+            config,
+            frontier: 0,
+            max_seen: None,
+        }
+    }
+
+    /// The time inputs are at: nothing will be admitted before it.
+    pub fn frontier(&self) -> Time {
+        self.frontier
+    }
+
+    /// Decides where an event with time `ts` enters, and notes its time.
+    pub fn admit(&mut self, ts: Millis) -> Admission {
+        let stamped = self.config.stamp(ts);
+        if stamped >= self.frontier {
+            self.max_seen = Some(self.max_seen.map_or(ts, |max| max.max(ts)));
+            return Admission::OnTime(stamped);
+        }
+        let frontier = Millis::try_from(self.frontier).unwrap_or(Millis::MAX);
+        match self.config.horizon {
+            Some(horizon) if ts < frontier.saturating_sub(horizon) => Admission::Late,
+            _ => Admission::Correction(self.frontier),
+        }
+    }
+
+    /// Moves the frontier up to the watermark if it has passed it; returns
+    /// the new frontier when it moved.
+    pub fn advance(&mut self) -> Option<Time> {
+        let lateness = self.config.allowed_lateness?;
+        let watermark = self.config.stamp(self.max_seen?.saturating_sub(lateness));
+        (watermark > self.frontier).then(|| {
+            self.frontier = watermark;
+            watermark
+        })
+    }
 }
 
 fn late_letter(event: &Event, frontier: Time) -> DeadLetter {

@@ -1,0 +1,1 @@
+//! In progress (issue 4): sequential reference of the fraud family.
