@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 
 use crate::dead_letter::Reason;
-use crate::event::{AgentClass, Country, DeviceType, Event, EventId, EventKind, Id};
+use crate::event::{AgentClass, Country, DeviceType, Event, EventId, EventKind, EventRecord, Id};
 use crate::money::{parse_micros, Micros, MoneyError};
 use crate::schema::FIELDS;
 use crate::timestamp::{parse_rfc3339, Millis, DAY_MS, MAX_EVENT_TIME, MIN_EVENT_TIME};
@@ -252,6 +252,46 @@ impl EventValidator {
             conversion_type: optional_id(raw, Field::ConversionType)?,
             order_id: optional_id(raw, Field::OrderId)?,
         })
+    }
+
+    /// Validates a wire record, e.g. one `adgen` generated, by the same rules
+    /// as every format: the one conversion from `EventRecord` to `Event`.
+    ///
+    /// ```
+    /// use adflow::event::EventRecord;
+    /// use adflow::parsing::EventValidator;
+    /// let record = EventRecord {
+    ///     event_id: "e1".into(), kind: "impression".into(), ts: 1_793_527_200_000,
+    ///     user_id: "u1".into(), campaign_id: "c1".into(), ad_id: "a1".into(),
+    ///     cost_micros: 1_500, ..EventRecord::default()
+    /// };
+    /// let event = EventValidator::default().validate_record(&record).unwrap();
+    /// assert_eq!((event.ts, event.cost_micros), (1_793_527_200_000, 1_500));
+    /// ```
+    pub fn validate_record(&mut self, record: &EventRecord) -> Result<Event, Rejection> {
+        let mut raw = RawFields::default();
+        let texts = [
+            (Field::EventId, &record.event_id),
+            (Field::Kind, &record.kind),
+            (Field::UserId, &record.user_id),
+            (Field::DeviceId, &record.device_id),
+            (Field::CampaignId, &record.campaign_id),
+            (Field::AdId, &record.ad_id),
+            (Field::PublisherId, &record.publisher_id),
+            (Field::Ip, &record.ip),
+            (Field::UserAgent, &record.user_agent),
+            (Field::Country, &record.country),
+            (Field::DeviceType, &record.device_type),
+            (Field::ConversionType, &record.conversion_type),
+            (Field::OrderId, &record.order_id),
+        ];
+        for (field, text) in texts {
+            raw.set(field, RawValue::Text(Cow::Borrowed(text.as_str())));
+        }
+        raw.set(Field::Ts, RawValue::Millis(record.ts));
+        raw.set(Field::Cost, RawValue::Micros(record.cost_micros));
+        raw.set(Field::Revenue, RawValue::Micros(record.revenue_micros));
+        self.validate(&raw)
     }
 
     fn timestamp(&mut self, raw: &RawFields<'_>) -> Result<Millis, Rejection> {
