@@ -50,13 +50,13 @@ struct Args {
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Granularity of dataflow time (e.g. 1s, 1m, 1h).
-    #[arg(long, default_value = "1h", value_parser = duration)]
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
     tick: Millis,
     /// How far the watermark trails the newest event read; "none" holds all results until the end.
     #[arg(long, default_value = "1h", value_parser = lateness)]
     lateness: Lateness,
     /// Dead-letter events older than the watermark minus this (default: none, every event counts).
-    #[arg(long, value_parser = duration)]
+    #[arg(long, value_parser = parse_duration)]
     horizon: Option<Millis>,
     /// Worker threads per process (default: all cores).
     #[arg(short = 'w', long = "workers")]
@@ -78,18 +78,14 @@ struct Args {
     help: Option<bool>,
 }
 
-fn duration(text: &str) -> Result<Millis, String> {
-    parse_duration(text).ok_or_else(|| format!("not a duration: {text:?} (try 500ms, 10s, 5m, 1h, 7d)"))
-}
-
 /// A watermark lag, or none (clap gives `Option` fields a meaning of their own).
 #[derive(Clone, Copy, Debug)]
 struct Lateness(Option<Millis>);
 
-fn lateness(text: &str) -> Result<Lateness, String> {
+fn lateness(text: &str) -> Result<Lateness, adflow::timestamp::DurationError> {
     match text {
         "none" | "off" => Ok(Lateness(None)),
-        _ => duration(text).map(|lag| Lateness(Some(lag))),
+        _ => parse_duration(text).map(|lag| Lateness(Some(lag))),
     }
 }
 
@@ -101,7 +97,9 @@ fn main() -> anyhow::Result<()> {
 
     let mut generated_dir = None;
     let (inputs, generated) = if args.inputs.is_empty() {
-        let dir = tempfile::Builder::new().prefix("adflow-backfill-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("adflow-backfill-")
+            .tempdir()?;
         let summary = generate(&args, dir.path())?;
         let inputs = vec![dir.path().to_string_lossy().into_owned()];
         generated_dir = Some(dir);
@@ -124,7 +122,12 @@ fn main() -> anyhow::Result<()> {
         horizon: args.horizon,
         ..TimeConfig::backfill()
     };
-    let timely = cluster_config(workers, args.processes, args.process, args.hostfile.as_deref())?;
+    let timely = cluster_config(
+        workers,
+        args.processes,
+        args.process,
+        args.hostfile.as_deref(),
+    )?;
     let pipeline = Pipeline::new(files).time(time).timely_config(timely);
 
     let hourly = SinkHandle::new("hourly_counts");
@@ -151,7 +154,12 @@ fn main() -> anyhow::Result<()> {
     bar.finish();
     let summary = summary?;
 
-    print_summary(&summary, file_count, &[hourly, dead_letters], generated.as_ref());
+    print_summary(
+        &summary,
+        file_count,
+        &[hourly, dead_letters],
+        generated.as_ref(),
+    );
     drop(generated_dir);
     Ok(())
 }
@@ -175,11 +183,9 @@ fn generate(args: &Args, dir: &std::path::Path) -> anyhow::Result<GenerationSumm
     } else {
         ProgressBar::new(args.generate)
     };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "adgen    {bar:40.cyan/blue} {human_pos}/{human_len} events ({per_sec}) {msg}",
-        )?,
-    );
+    bar.set_style(ProgressStyle::with_template(
+        "adgen    {bar:40.cyan/blue} {human_pos}/{human_len} events ({per_sec}) {msg}",
+    )?);
     let options = OutputOptions {
         replace_existing: true,
         ..OutputOptions::default()
@@ -305,7 +311,11 @@ fn print_summary(
     } else {
         println!("  {:<24} {:>14}", "dead letters", "count");
         for (reason, count) in summary.dead_letters.nonzero() {
-            println!("  {:<24} {:>14}", reason.code(), HumanCount(count).to_string());
+            println!(
+                "  {:<24} {:>14}",
+                reason.code(),
+                HumanCount(count).to_string()
+            );
         }
         let late = summary.dead_letters.get(Reason::Late);
         if late > 0 {

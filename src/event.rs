@@ -51,7 +51,9 @@ impl EventKind {
 
     /// Parses a wire name (case-sensitive, as documented).
     pub fn parse(text: &str) -> Option<EventKind> {
-        EventKind::ALL.into_iter().find(|kind| kind.as_str() == text)
+        EventKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == text)
     }
 }
 
@@ -290,7 +292,10 @@ impl AgentClass {
             return AgentClass::Missing;
         }
         let lower = user_agent.to_ascii_lowercase();
-        if BOT_AGENT_PATTERNS.iter().any(|pattern| lower.contains(pattern)) {
+        if BOT_AGENT_PATTERNS
+            .iter()
+            .any(|pattern| lower.contains(pattern))
+        {
             AgentClass::Bot
         } else {
             AgentClass::Browser

@@ -11,13 +11,13 @@ pub mod counts;
 pub mod dead_letter;
 pub mod event;
 pub mod money;
-pub mod schema;
-pub mod timestamp;
 pub mod parsing;
 pub mod pipeline;
 pub mod prelude;
-pub mod sources;
+pub mod schema;
 pub mod sinks;
+pub mod sources;
+pub mod timestamp;
 pub mod write;
 
 #[doc = include_str!("../README.md")]

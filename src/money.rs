@@ -37,7 +37,9 @@ pub fn parse_micros(text: &str) -> Result<Micros, MoneyError> {
     };
     let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
         Some(at) => {
-            let exponent: i32 = unsigned[at + 1..].parse().map_err(|_| MoneyError::Malformed)?;
+            let exponent: i32 = unsigned[at + 1..]
+                .parse()
+                .map_err(|_| MoneyError::Malformed)?;
             (&unsigned[..at], exponent)
         }
         None => (unsigned, 0),
@@ -46,7 +48,11 @@ pub fn parse_micros(text: &str) -> Result<Micros, MoneyError> {
     if whole.is_empty() && fraction.is_empty() {
         return Err(MoneyError::Malformed);
     }
-    if !whole.bytes().chain(fraction.bytes()).all(|b| b.is_ascii_digit()) {
+    if !whole
+        .bytes()
+        .chain(fraction.bytes())
+        .all(|b| b.is_ascii_digit())
+    {
         return Err(MoneyError::Malformed);
     }
     // value = digits * 10^(exponent - fraction.len()); micros shift by 6.
@@ -110,7 +116,10 @@ mod tests {
         assert_eq!(parse_micros("0.0000001"), Err(MoneyError::OutOfRange));
         assert_eq!(parse_micros("0.0000010"), Ok(1));
         assert_eq!(parse_micros("1e400"), Err(MoneyError::OutOfRange));
-        assert_eq!(parse_micros("99999999999999999999"), Err(MoneyError::OutOfRange));
+        assert_eq!(
+            parse_micros("99999999999999999999"),
+            Err(MoneyError::OutOfRange)
+        );
         assert_eq!(parse_micros("abc"), Err(MoneyError::Malformed));
         assert_eq!(parse_micros("."), Err(MoneyError::Malformed));
         assert_eq!(parse_micros(""), Err(MoneyError::Malformed));

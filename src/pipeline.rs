@@ -459,7 +459,10 @@ fn late_letter(event: &Event, frontier: Time) -> DeadLetter {
         "pipeline",
         Position::Source,
         Reason::Late,
-        format!("event time {} is beyond the horizon of frontier {frontier}", event.ts),
+        format!(
+            "event time {} is beyond the horizon of frontier {frontier}",
+            event.ts
+        ),
         format!("{event:?}").as_bytes(),
     )
 }

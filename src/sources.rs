@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub mod files;
 pub mod reader;
 
-pub use files::{discover, InputFile, InputFormat, SourceError, WorkPlan, WorkUnit};
+pub use crate::write::FileFormat;
+pub use files::{discover, InputFile, SourceError, WorkPlan, WorkUnit};
 pub use reader::{Parsed, UnitReader};
 
 /// Shared counters that a progress display can poll while a pipeline runs.

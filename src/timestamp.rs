@@ -46,10 +46,18 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let shifted_month = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
-    let month = if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 };
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     // Both values are small by construction (1..=31 and 1..=12).
-    (year, u32::try_from(month).unwrap_or(1), u32::try_from(day).unwrap_or(1))
+    (
+        year,
+        u32::try_from(month).unwrap_or(1),
+        u32::try_from(day).unwrap_or(1),
+    )
 }
 
 fn days_in_month(year: i64, month: u32) -> u32 {
@@ -180,32 +188,58 @@ pub fn month_start(ts: Millis) -> Millis {
     days_from_civil(year, month, 1) * DAY_MS
 }
 
-/// Parses a duration such as `500ms`, `10s`, `5m`, `1h`, `7d` or a plain
-/// number of milliseconds.
+/// A duration that does not parse.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("not a duration: {0:?} (use a number with ms, s, m, h, d or w, e.g. 250ms, 90s, 1.5h, 7d)")]
+pub struct DurationError(pub String);
+
+/// Parses a duration such as `500ms`, `10s`, `1.5h`, `7d` or a plain number
+/// of milliseconds, exactly (no float rounding).
 ///
 /// ```
 /// use adflow::timestamp::parse_duration;
-/// assert_eq!(parse_duration("90s"), Some(90_000));
-/// assert_eq!(parse_duration("7d"), Some(604_800_000));
-/// assert_eq!(parse_duration("soon"), None);
+/// assert_eq!(parse_duration("90s"), Ok(90_000));
+/// assert_eq!(parse_duration("1.5h"), Ok(5_400_000));
+/// assert_eq!(parse_duration("7d"), Ok(604_800_000));
+/// assert!(parse_duration("soon").is_err());
 /// ```
-pub fn parse_duration(text: &str) -> Option<Millis> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: Millis = number.parse().ok()?;
-    let scale = match unit.trim() {
+pub fn parse_duration(text: &str) -> Result<Millis, DurationError> {
+    let error = || DurationError(text.to_owned());
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let scale: i128 = match unit.trim() {
         "" | "ms" => 1,
-        "s" => SECOND_MS,
-        "m" | "min" => MINUTE_MS,
-        "h" => HOUR_MS,
-        "d" => DAY_MS,
-        "w" => 7 * DAY_MS,
-        _ => return None,
+        "s" => i128::from(SECOND_MS),
+        "m" | "min" => i128::from(MINUTE_MS),
+        "h" => i128::from(HOUR_MS),
+        "d" => i128::from(DAY_MS),
+        "w" => i128::from(7 * DAY_MS),
+        _ => return Err(error()),
     };
-    number.checked_mul(scale)
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() && fraction.is_empty() || fraction.contains('.') || fraction.len() > 9 {
+        return Err(error());
+    }
+    let parse = |digits: &str| -> Result<i128, DurationError> {
+        if digits.is_empty() {
+            Ok(0)
+        } else {
+            digits.parse().map_err(|_| error())
+        }
+    };
+    let denominator = 10i128.pow(u32::try_from(fraction.len()).unwrap_or(0));
+    let numerator = parse(whole)?
+        .checked_mul(denominator)
+        .and_then(|value| value.checked_add(parse(fraction).ok()?))
+        .ok_or_else(error)?;
+    let millis = numerator
+        .checked_mul(scale)
+        .map(|value| (value + denominator / 2) / denominator)
+        .ok_or_else(error)?;
+    Millis::try_from(millis).map_err(|_| error())
 }
 
 #[cfg(test)]
@@ -219,7 +253,10 @@ mod tests {
         assert_eq!(parse_rfc3339("1970-01-01T01:00:00+01:00"), Some(0));
         assert_eq!(parse_rfc3339("1969-12-31T23:00:00-01:00"), Some(0));
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00.123456Z"), Some(123));
-        assert_eq!(parse_rfc3339("2024-02-29T00:00:00Z"), Some(1_709_164_800_000));
+        assert_eq!(
+            parse_rfc3339("2024-02-29T00:00:00Z"),
+            Some(1_709_164_800_000)
+        );
         for bad in [
             "",
             "2023-02-29T00:00:00Z",
@@ -231,6 +268,19 @@ mod tests {
             "२०२६-11-23T00:00:00Z",
         ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("0"), Ok(0));
+        assert_eq!(parse_duration("15m"), Ok(900_000));
+        assert_eq!(parse_duration("3d"), Ok(3 * DAY_MS));
+        assert_eq!(parse_duration("250ms"), Ok(250));
+        assert_eq!(parse_duration("0.5s"), Ok(500));
+        assert_eq!(parse_duration(".25h"), Ok(900_000));
+        for bad in ["", "h", "1.2.3s", "-1s", "1y", "99999999999999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
 

@@ -19,8 +19,7 @@ fn backfill_of_a_million_parquet_events_counts_what_adgen_wrote() {
         events: 1_000_000,
         ..GeneratorConfig::default()
     };
-    let generated =
-        generate_to_dir(config, dir.path(), FileFormat::Parquet).expect("adgen writes");
+    let generated = generate_to_dir(config, dir.path(), FileFormat::Parquet).expect("adgen writes");
     assert_eq!(generated.rows, 1_000_000);
     let inputs = discover(&[dir.path().to_string_lossy()]).expect("discover");
     assert!(inputs.len() > 1, "partitioned by date into several files");

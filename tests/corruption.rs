@@ -82,10 +82,18 @@ fn corrupt(rng: &mut Rng, line: &str) -> Vec<u8> {
         5 => bytes.insert(rng.below(bytes.len()), 0xFF),
         6 => return line.replace("\"kind\"", "\"knid\"").into_bytes(),
         7 => return line.replace("0.25", "-0.25").into_bytes(),
-        8 => return line.replace("\"ts\":", "\"ts\":\"soon\",\"x\":").into_bytes(),
+        8 => {
+            return line
+                .replace("\"ts\":", "\"ts\":\"soon\",\"x\":")
+                .into_bytes()
+        }
         9 => return line.replace("\"FR\"", "\"FRA\"").into_bytes(),
         10 => return Vec::new(),
-        _ => return line.replace("\"ts\":", "\"ts\":4102444800001,\"x\":").into_bytes(),
+        _ => {
+            return line
+                .replace("\"ts\":", "\"ts\":4102444800001,\"x\":")
+                .into_bytes()
+        }
     }
     bytes
 }
@@ -151,7 +159,10 @@ fn every_corrupted_jsonl_line_is_an_event_or_a_dead_letter() {
             Reason::InvalidField,
             Reason::TimestampOutOfRange,
         ] {
-            assert!(summary.dead_letters.get(reason) > 0, "no {reason} dead letters");
+            assert!(
+                summary.dead_letters.get(reason) > 0,
+                "no {reason} dead letters"
+            );
         }
         // Each dead letter names a distinct line of the file, with an excerpt
         // capped at 256 bytes even for the 70 KB lines.
@@ -162,7 +173,10 @@ fn every_corrupted_jsonl_line_is_an_event_or_a_dead_letter() {
                 panic!("not a line position: {letter}");
             };
             assert!((1..=lines as u64).contains(&line));
-            assert!(positions.insert(line, letter.reason).is_none(), "line {line} twice");
+            assert!(
+                positions.insert(line, letter.reason).is_none(),
+                "line {line} twice"
+            );
         }
         if let Some(previous) = previous {
             assert_eq!(previous.events, summary.events);

@@ -51,7 +51,11 @@ fn fixture_hourly_counts_match_the_hand_checked_file() {
     let expected = expected_csv();
     let jsonl = fixtures().join("events.jsonl");
     for workers in [1, 2] {
-        assert_eq!(backfill(&jsonl, workers), expected, "jsonl, {workers} workers");
+        assert_eq!(
+            backfill(&jsonl, workers),
+            expected,
+            "jsonl, {workers} workers"
+        );
     }
 
     // The same events re-encoded by adflow's writers must give the same answer.
@@ -60,7 +64,9 @@ fn fixture_hourly_counts_match_the_hand_checked_file() {
         .lines()
         .map(|line| {
             let raw = adflow::parsing::json::parse_json(line.as_bytes()).expect("valid line");
-            let event = EventValidator::default().validate(&raw).expect("valid event");
+            let event = EventValidator::default()
+                .validate(&raw)
+                .expect("valid event");
             record_from_json(line, event.ts)
         })
         .collect();
@@ -80,7 +86,11 @@ fn fixture_hourly_counts_match_the_hand_checked_file() {
         }
         writer.finish().expect("finish");
         for workers in [1, 2] {
-            assert_eq!(backfill(dir.path(), workers), expected, "{format:?}, {workers} workers");
+            assert_eq!(
+                backfill(dir.path(), workers),
+                expected,
+                "{format:?}, {workers} workers"
+            );
         }
     }
 }
@@ -88,7 +98,13 @@ fn fixture_hourly_counts_match_the_hand_checked_file() {
 /// The wire record of a fixture line (money kept as exact micros).
 fn record_from_json(line: &str, ts: i64) -> adflow::event::EventRecord {
     let value: serde_json::Value = serde_json::from_str(line).expect("json");
-    let text = |key: &str| value.get(key).and_then(|v| v.as_str()).unwrap_or("").to_owned();
+    let text = |key: &str| {
+        value
+            .get(key)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_owned()
+    };
     let micros = |key: &str| {
         value
             .get(key)

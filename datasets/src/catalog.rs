@@ -8,15 +8,15 @@ use std::net::Ipv4Addr;
 
 /// Countries (ISO 3166-1 alpha-2) with their share of users, in percent.
 pub const COUNTRIES: [(&str, u32); 15] = [
-    ("US", 28),
-    ("IN", 9),
-    ("GB", 7),
-    ("DE", 7),
-    ("BR", 6),
-    ("FR", 5),
-    ("JP", 5),
-    ("CA", 4),
-    ("MX", 4),
+    ("US", 30),
+    ("IN", 10),
+    ("GB", 8),
+    ("DE", 8),
+    ("BR", 7),
+    ("FR", 6),
+    ("JP", 6),
+    ("CA", 5),
+    ("MX", 5),
     ("IT", 3),
     ("ES", 3),
     ("AU", 3),
@@ -26,7 +26,8 @@ pub const COUNTRIES: [(&str, u32); 15] = [
 ];
 
 /// Device types with their share of users, in percent.
-pub const DEVICE_TYPES: [(&str, u32); 4] = [("desktop", 40), ("mobile", 45), ("tablet", 10), ("ctv", 5)];
+pub const DEVICE_TYPES: [(&str, u32); 4] =
+    [("desktop", 40), ("mobile", 45), ("tablet", 10), ("ctv", 5)];
 
 /// Browser user agents, grouped by device type (see [`browser_agents`]).
 /// None of them matches [`adflow::event::BOT_AGENT_PATTERNS`].
@@ -59,10 +60,16 @@ pub const BROWSER_AGENTS: [&str; 19] = [
 /// The `[start, end)` range of [`BROWSER_AGENTS`] for each entry of [`DEVICE_TYPES`].
 const BROWSER_AGENT_RANGES: [(usize, usize); 4] = [(0, 6), (6, 12), (12, 15), (15, 19)];
 
+/// The indices into [`BROWSER_AGENTS`] of device type `device` (an index
+/// into [`DEVICE_TYPES`]).
+pub fn browser_agent_range(device: usize) -> std::ops::Range<usize> {
+    let (start, end) = BROWSER_AGENT_RANGES[device.min(BROWSER_AGENT_RANGES.len() - 1)];
+    start..end
+}
+
 /// The browser agents of device type `device` (an index into [`DEVICE_TYPES`]).
 pub fn browser_agents(device: usize) -> &'static [&'static str] {
-    let (start, end) = BROWSER_AGENT_RANGES[device.min(BROWSER_AGENT_RANGES.len() - 1)];
-    &BROWSER_AGENTS[start..end]
+    &BROWSER_AGENTS[browser_agent_range(device)]
 }
 
 /// Crawler, headless-browser and HTTP-library agents; each matches
@@ -160,8 +167,12 @@ pub fn datacenter_networks() -> Vec<Ipv4Net> {
 }
 
 /// Conversion types with their share of conversions, in percent.
-pub const CONVERSION_TYPES: [(&str, u32); 4] =
-    [("purchase", 60), ("signup", 20), ("install", 12), ("lead", 8)];
+pub const CONVERSION_TYPES: [(&str, u32); 4] = [
+    ("purchase", 60),
+    ("signup", 20),
+    ("install", 12),
+    ("lead", 8),
+];
 
 /// Picks an index of a weighted table with a uniform `draw` in `[0, total)`.
 pub(crate) fn pick_weighted(weights: &[(&str, u32)], draw: u64) -> usize {
@@ -194,7 +205,9 @@ mod tests {
         for agent in BOT_AGENTS {
             assert_eq!(AgentClass::classify(agent), AgentClass::Bot, "{agent}");
         }
-        let covered: usize = (0..DEVICE_TYPES.len()).map(|d| browser_agents(d).len()).sum();
+        let covered: usize = (0..DEVICE_TYPES.len())
+            .map(|d| browser_agents(d).len())
+            .sum();
         assert_eq!(covered, BROWSER_AGENTS.len());
     }
 
@@ -211,8 +224,15 @@ mod tests {
             for octet in RESIDENTIAL_FIRST_OCTETS {
                 let low = u32::from(octet) << 24;
                 let high = low | 0x00ff_ffff;
-                assert!(!network.contains(low) && !network.contains(high), "{network} vs {octet}");
-                assert_ne!(network.network >> 24, u32::from(octet), "{network} vs {octet}");
+                assert!(
+                    !network.contains(low) && !network.contains(high),
+                    "{network} vs {octet}"
+                );
+                assert_ne!(
+                    network.network >> 24,
+                    u32::from(octet),
+                    "{network} vs {octet}"
+                );
             }
         }
     }
@@ -223,7 +243,7 @@ mod tests {
         assert_eq!(total_weight(&DEVICE_TYPES), 100);
         assert_eq!(total_weight(&CONVERSION_TYPES), 100);
         assert_eq!(pick_weighted(&COUNTRIES, 0), 0);
-        assert_eq!(pick_weighted(&COUNTRIES, 28), 1);
+        assert_eq!(pick_weighted(&COUNTRIES, 30), 1);
         assert_eq!(pick_weighted(&COUNTRIES, 99), 14);
     }
 }

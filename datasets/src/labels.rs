@@ -1,7 +1,7 @@
 //! Ground-truth labels: which generated rows are anomalies, and why.
 //!
 //! A label names the mechanism that produced (or displaced) a row. The
-//! labels file `labels.jsonl` has one line per (row, label):
+//! labels file `_labels.jsonl` has one line per (row, label):
 //! `{"event_id":"e-7-123","label":"late","detail":"arrived 3600000 ms after its event time"}`.
 
 use serde::{Deserialize, Serialize};
@@ -48,7 +48,7 @@ impl Anomaly {
         Anomaly::GeoMismatch,
     ];
 
-    /// The label code written to `labels.jsonl` and the manifest.
+    /// The label code written to `_labels.jsonl` and the manifest.
     ///
     /// ```
     /// use adflow_datagen::Anomaly;
@@ -72,13 +72,18 @@ impl Anomaly {
 
     /// The anomaly of a label code.
     pub fn parse(code: &str) -> Option<Anomaly> {
-        Anomaly::ALL.into_iter().find(|anomaly| anomaly.code() == code)
+        Anomaly::ALL
+            .into_iter()
+            .find(|anomaly| anomaly.code() == code)
     }
 
     /// Whether this is fraud (as opposed to a delivery artefact: duplicate,
     /// out of order, late).
     pub fn is_fraud(self) -> bool {
-        !matches!(self, Anomaly::Duplicate | Anomaly::OutOfOrder | Anomaly::Late)
+        !matches!(
+            self,
+            Anomaly::Duplicate | Anomaly::OutOfOrder | Anomaly::Late
+        )
     }
 
     pub(crate) fn bit(self) -> u16 {
@@ -101,7 +106,7 @@ pub struct Label {
     pub detail: String,
 }
 
-/// A line of `labels.jsonl`.
+/// A line of `_labels.jsonl`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LabelLine {
     /// The labelled row's `event_id` (a resend shares it with its original).
@@ -141,7 +146,9 @@ mod tests {
             let json = serde_json::to_string(&anomaly).unwrap_or_default();
             assert_eq!(json, format!("\"{}\"", anomaly.code()));
         }
-        let set = AnomalySet::default().with(Anomaly::Late).with(Anomaly::GeoMismatch);
+        let set = AnomalySet::default()
+            .with(Anomaly::Late)
+            .with(Anomaly::GeoMismatch);
         assert!(set.contains(Anomaly::Late) && set.contains(Anomaly::GeoMismatch));
         assert!(!set.contains(Anomaly::Duplicate));
     }

@@ -129,7 +129,10 @@ mod tests {
 
     #[test]
     fn splits_quoted_and_plain_cells() {
-        assert_eq!(split("a,b,,c\r"), Ok(vec!["a".into(), "b".into(), "".into(), "c".into()]));
+        assert_eq!(
+            split("a,b,,c\r"),
+            Ok(vec!["a".into(), "b".into(), "".into(), "c".into()])
+        );
         assert_eq!(
             split(r#""x,y","say ""hi""",z"#),
             Ok(vec!["x,y".into(), r#"say "hi""#.into(), "z".into()])
@@ -142,7 +145,8 @@ mod tests {
 
     #[test]
     fn header_maps_columns_by_name() {
-        let header = CsvHeader::parse("kind,extra,event_id").unwrap_or(CsvHeader { columns: vec![] });
+        let header =
+            CsvHeader::parse("kind,extra,event_id").unwrap_or(CsvHeader { columns: vec![] });
         let mut cells = Vec::new();
         let raw = header.parse_record("click,zzz,e1", &mut cells);
         let raw = raw.unwrap_or_default();

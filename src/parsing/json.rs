@@ -53,7 +53,10 @@ struct JsonRecord<'a> {
 pub fn parse_json(line: &[u8]) -> Result<RawFields<'_>, Rejection> {
     // serde would also accept an array as a struct; the schema says object.
     if line.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(Rejection::message(Reason::MalformedJson, "not a JSON object"));
+        return Err(Rejection::message(
+            Reason::MalformedJson,
+            "not a JSON object",
+        ));
     }
     let record: JsonRecord<'_> = serde_json::from_slice(line)
         .map_err(|error| Rejection::message(Reason::MalformedJson, error.to_string()))?;
@@ -124,7 +127,12 @@ mod tests {
 
     #[test]
     fn rejects_non_objects_and_duplicates() {
-        for line in [&b"[1,2]"[..], b"42", b"{\"kind\":1", b"{\"kind\":\"a\",\"kind\":\"b\"}"] {
+        for line in [
+            &b"[1,2]"[..],
+            b"42",
+            b"{\"kind\":1",
+            b"{\"kind\":\"a\",\"kind\":\"b\"}",
+        ] {
             let rejection = parse_json(line).err().map(|r| r.reason);
             assert_eq!(rejection, Some(Reason::MalformedJson), "{line:?}");
         }

@@ -5,48 +5,7 @@ use std::path::{Path, PathBuf};
 
 use parquet::file::reader::{FileReader, SerializedFileReader};
 
-/// How a file is encoded, from its name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum InputFormat {
-    /// One JSON object per line (`.jsonl`, `.ndjson`, `.json`, optionally `.gz`).
-    Jsonl {
-        /// Gzip-compressed.
-        gzip: bool,
-    },
-    /// Comma-separated with a header line (`.csv`, optionally `.gz`).
-    Csv {
-        /// Gzip-compressed.
-        gzip: bool,
-    },
-    /// Apache Parquet (`.parquet`).
-    Parquet,
-}
-
-impl InputFormat {
-    /// Detects the format from a file name.
-    ///
-    /// ```
-    /// use adflow::sources::InputFormat;
-    /// use std::path::Path;
-    /// assert_eq!(InputFormat::detect(Path::new("a/b.csv.gz")), Some(InputFormat::Csv { gzip: true }));
-    /// assert_eq!(InputFormat::detect(Path::new("x.parquet")), Some(InputFormat::Parquet));
-    /// assert_eq!(InputFormat::detect(Path::new("notes.txt")), None);
-    /// ```
-    pub fn detect(path: &Path) -> Option<InputFormat> {
-        let name = path.file_name()?.to_str()?.to_ascii_lowercase();
-        let (stem, gzip) = match name.strip_suffix(".gz") {
-            Some(stem) => (stem, true),
-            None => (name.as_str(), false),
-        };
-        let extension = stem.rsplit_once('.')?.1;
-        match extension {
-            "jsonl" | "ndjson" | "json" => Some(InputFormat::Jsonl { gzip }),
-            "csv" => Some(InputFormat::Csv { gzip }),
-            "parquet" if !gzip => Some(InputFormat::Parquet),
-            _ => None,
-        }
-    }
-}
+use crate::write::FileFormat;
 
 /// A file to read.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -54,7 +13,7 @@ pub struct InputFile {
     /// Where it is.
     pub path: PathBuf,
     /// How it is encoded.
-    pub format: InputFormat,
+    pub format: FileFormat,
     /// Size on disk.
     pub bytes: u64,
 }
@@ -101,8 +60,8 @@ pub fn discover<S: AsRef<str>>(inputs: &[S]) -> Result<Vec<InputFile>, SourceErr
         if path.is_dir() {
             walk(path, &mut found)?;
         } else if path.is_file() {
-            let format =
-                InputFormat::detect(path).ok_or_else(|| SourceError::UnknownFormat(path.into()))?;
+            let format = FileFormat::from_path(path)
+                .ok_or_else(|| SourceError::UnknownFormat(path.into()))?;
             found.push(input_file(path, format)?);
         } else if input.contains(['*', '?', '[']) {
             let matches = glob::glob(input).map_err(|error| SourceError::Glob {
@@ -129,12 +88,12 @@ pub fn discover<S: AsRef<str>>(inputs: &[S]) -> Result<Vec<InputFile>, SourceErr
     Ok(found)
 }
 
-fn listed_format(path: &Path) -> Option<InputFormat> {
+fn listed_format(path: &Path) -> Option<FileFormat> {
     let name = path.file_name()?.to_str()?;
     if name.starts_with(['_', '.']) {
         return None;
     }
-    InputFormat::detect(path)
+    FileFormat::from_path(path)
 }
 
 fn walk(dir: &Path, found: &mut Vec<InputFile>) -> Result<(), SourceError> {
@@ -160,7 +119,7 @@ fn walk(dir: &Path, found: &mut Vec<InputFile>) -> Result<(), SourceError> {
     Ok(())
 }
 
-fn input_file(path: &Path, format: InputFormat) -> Result<InputFile, SourceError> {
+fn input_file(path: &Path, format: FileFormat) -> Result<InputFile, SourceError> {
     let metadata = std::fs::metadata(path).map_err(|source| SourceError::Io {
         path: path.into(),
         source,
@@ -211,7 +170,7 @@ impl WorkPlan {
         for (index, file) in files.iter().enumerate() {
             let whole = (WorkUnit::File { file: index }, file.bytes);
             match file.format {
-                InputFormat::Parquet => match row_groups(&file.path) {
+                FileFormat::Parquet => match row_groups(&file.path) {
                     Some(groups) if !groups.is_empty() => {
                         units.extend(groups.into_iter().enumerate().map(
                             |(row_group, (first_row, bytes))| {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use flate2::read::MultiGzDecoder;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 
-use super::files::{InputFormat, WorkPlan, WorkUnit};
+use super::files::{WorkPlan, WorkUnit};
 use super::Progress;
 use crate::dead_letter::{DeadLetter, Position, Reason};
 use crate::event::Event;
@@ -21,6 +21,7 @@ use crate::parsing::csv::CsvHeader;
 use crate::parsing::json::parse_json;
 use crate::parsing::{EventValidator, Rejection};
 use crate::schema::MAX_RECORD_BYTES;
+use crate::write::FileFormat;
 
 /// What reading one record yields.
 pub type Parsed = Result<Event, DeadLetter>;
@@ -78,11 +79,13 @@ impl UnitReader {
         };
         let source = input.path.display().to_string();
         let opened = match input.format {
-            InputFormat::Parquet => open_parquet(&input.path, row_group, weight),
-            InputFormat::Jsonl { gzip } => open_lines(&input.path, gzip, None, &progress),
-            InputFormat::Csv { gzip } => open_lines(
+            FileFormat::Parquet => open_parquet(&input.path, row_group, weight),
+            FileFormat::Jsonl | FileFormat::JsonlGz => {
+                open_lines(&input.path, input.format.is_gzip(), None, &progress)
+            }
+            FileFormat::Csv | FileFormat::CsvGz => open_lines(
                 &input.path,
-                gzip,
+                input.format.is_gzip(),
                 Some(CsvState { header: None }),
                 &progress,
             ),
@@ -137,11 +140,7 @@ impl UnitReader {
                 self.state = State::Done;
                 false
             }
-            State::Lines {
-                lines,
-                buffer,
-                csv,
-            } => {
+            State::Lines { lines, buffer, csv } => {
                 let target = out.len() + max;
                 while out.len() < target {
                     buffer.clear();
@@ -174,18 +173,18 @@ impl UnitReader {
                         }
                         (false, Ok(text)) => match csv {
                             None => parse_json_line(text, &mut self.validator),
-                            Some(CsvState { header: header @ None }) => {
-                                match CsvHeader::parse(text) {
-                                    Ok(parsed) => {
-                                        *header = Some(parsed);
-                                        continue;
-                                    }
-                                    Err(rejection) => Err(Rejection::message(
-                                        rejection.reason,
-                                        format!("bad header: {}", rejection.detail),
-                                    )),
+                            Some(CsvState {
+                                header: header @ None,
+                            }) => match CsvHeader::parse(text) {
+                                Ok(parsed) => {
+                                    *header = Some(parsed);
+                                    continue;
                                 }
-                            }
+                                Err(rejection) => Err(Rejection::message(
+                                    rejection.reason,
+                                    format!("bad header: {}", rejection.detail),
+                                )),
+                            },
                             Some(CsvState {
                                 header: Some(header),
                             }) => {
@@ -421,7 +420,10 @@ mod tests {
 
     #[test]
     fn splits_lines_and_caps_long_ones() {
-        assert_eq!(lines(b"ab\n\ncd"), vec![(1, 2, false, 2), (2, 0, false, 0), (3, 2, false, 2)]);
+        assert_eq!(
+            lines(b"ab\n\ncd"),
+            vec![(1, 2, false, 2), (2, 0, false, 0), (3, 2, false, 2)]
+        );
         assert_eq!(lines(b"ab\n"), vec![(1, 2, false, 2)]);
         let mut long = vec![b'x'; MAX_RECORD_BYTES + 10];
         long.extend_from_slice(b"\nok");
