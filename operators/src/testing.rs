@@ -82,59 +82,62 @@ where
     let feed_for_workers = feed.clone();
     let sink = Arc::clone(&collected);
     let admitted_sink = Arc::clone(&admitted_out);
-    timely::execute(timely::Config::process(feed.workers.max(1)), move |worker| {
-        let feed = &feed_for_workers;
-        let sink = Arc::clone(&sink);
-        let probe = ProbeHandle::new();
-        let mut input = worker.dataflow::<Time, _, _>(|scope| {
-            let (input, collection) = scope.new_collection::<Event, isize>();
-            build(collection)
-                .inspect(move |(record, _time, diff)| {
-                    let mut output = sink.lock().unwrap_or_else(|e| e.into_inner());
-                    *output.entry(record.clone()).or_insert(0) += diff;
-                })
-                .probe_with(&probe);
-            input
-        });
-        if worker.index() == 0 {
-            let mut clock = EventClock::new(feed.time);
-            let mut admitted = Vec::new();
-            let mut pending_deletions: Vec<Event> = Vec::new();
-            for (chunk_index, chunk) in events.chunks(feed.batch.max(1)).enumerate() {
+    timely::execute(
+        timely::Config::process(feed.workers.max(1)),
+        move |worker| {
+            let feed = &feed_for_workers;
+            let sink = Arc::clone(&sink);
+            let probe = ProbeHandle::new();
+            let mut input = worker.dataflow::<Time, _, _>(|scope| {
+                let (input, collection) = scope.new_collection::<Event, isize>();
+                build(collection)
+                    .inspect(move |(record, _time, diff)| {
+                        let mut output = sink.lock().unwrap_or_else(|e| e.into_inner());
+                        *output.entry(record.clone()).or_insert(0) += diff;
+                    })
+                    .probe_with(&probe);
+                input
+            });
+            if worker.index() == 0 {
+                let mut clock = EventClock::new(feed.time);
+                let mut admitted = Vec::new();
+                let mut pending_deletions: Vec<Event> = Vec::new();
+                for (chunk_index, chunk) in events.chunks(feed.batch.max(1)).enumerate() {
+                    for deleted in pending_deletions.drain(..) {
+                        input.update_at(deleted, clock.frontier(), -1);
+                    }
+                    for (offset, event) in chunk.iter().enumerate() {
+                        let position = chunk_index.saturating_mul(feed.batch) + offset;
+                        match clock.admit(event.ts) {
+                            Admission::OnTime(at) | Admission::Correction(at) => {
+                                input.update_at(*event, at, 1);
+                                if feed.deletions.contains(&position) {
+                                    pending_deletions.push(*event);
+                                } else {
+                                    admitted.push(*event);
+                                }
+                            }
+                            Admission::Late => {}
+                        }
+                    }
+                    if let Some(watermark) = clock.advance() {
+                        input.advance_to(watermark);
+                    }
+                    input.flush();
+                    worker.step_while(|| probe.less_than(input.time()));
+                }
                 for deleted in pending_deletions.drain(..) {
                     input.update_at(deleted, clock.frontier(), -1);
                 }
-                for (offset, event) in chunk.iter().enumerate() {
-                    let position = chunk_index.saturating_mul(feed.batch) + offset;
-                    match clock.admit(event.ts) {
-                        Admission::OnTime(at) | Admission::Correction(at) => {
-                            input.update_at(*event, at, 1);
-                            if feed.deletions.contains(&position) {
-                                pending_deletions.push(*event);
-                            } else {
-                                admitted.push(*event);
-                            }
-                        }
-                        Admission::Late => {}
-                    }
-                }
-                if let Some(watermark) = clock.advance() {
-                    input.advance_to(watermark);
-                }
-                input.flush();
-                worker.step_while(|| probe.less_than(input.time()));
+                admitted_sink
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend(admitted);
             }
-            for deleted in pending_deletions.drain(..) {
-                input.update_at(deleted, clock.frontier(), -1);
-            }
-            admitted_sink
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .extend(admitted);
-        }
-        drop(input);
-        while worker.step_or_park(None) {}
-    })
+            drop(input);
+            while worker.step_or_park(None) {}
+        },
+    )
     .and_then(|guards| {
         guards
             .join()
