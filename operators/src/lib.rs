@@ -1,6 +1,6 @@
 //! The differential operators of adflow, one family per module: dedup,
 //! fraud, metrics and attribution, each an extension trait on
-//! `VecCollection<'_, Time, Event>` with a sequential twin in [`reference`]
+//! `VecCollection<'_, Time, Event>` with a sequential twin in [`reference`](mod@reference)
 //! that property tests compare it against. See `docs/operators.md`.
 #![deny(missing_docs)]
 
