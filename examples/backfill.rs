@@ -1,6 +1,7 @@
 //! Backfill: read event files (JSONL, CSV — plain or gzip — and Parquet),
-//! run the adflow pipeline over them on a timely cluster, write the results
-//! and print a summary.
+//! run the adflow pipeline over them on a timely cluster — dedup, fraud,
+//! attribution under five models, metrics with hour/day/month rollups —
+//! write every result and print a summary with the top campaigns by ROAS.
 //!
 //! ```sh
 //! # No arguments: generate 1M events with adgen into a temporary directory and backfill them.
@@ -9,6 +10,20 @@
 //! cargo run --release --example backfill -- 'logs/dt=*/*.parquet' --out results --format parquet -w 2
 //! # Two processes of one worker each (run both; hosts.txt lists host:port per process):
 //! cargo run --release --example backfill -- data/ -n 2 -p 0 -h hosts.txt
+//! # Windows, models and rule thresholds from flags or a TOML file (same keys):
+//! cargo run --release --example backfill -- data/ --config adflow.toml --models last_touch,linear
+//! ```
+//!
+//! A TOML configuration uses the long flag names with underscores:
+//!
+//! ```toml
+//! dedup_window = "24h"
+//! click_window = "30d"
+//! view_window = "1d"
+//! half_life = "7d"
+//! models = ["last_touch", "first_touch", "linear", "time_decay", "position_based"]
+//! ip_flood_per_minute = 100
+//! datacenter_cidrs = "datasets/fixtures/datacenter_cidrs.txt"
 //! ```
 
 use std::path::PathBuf;
@@ -16,18 +31,27 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use adflow::counts::hourly_kind_counts;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
 use adflow::dead_letter::Reason;
 use adflow::event::EventKind;
+use adflow::event::Id;
+use adflow::money::Micros;
 use adflow::pipeline::{cluster_config, Pipeline, RunSummary, TimeConfig};
 use adflow::sinks::{OutputFormat, SinkExt, SinkHandle, SinkSpec};
 use adflow::sources::{discover, Progress};
 use adflow::timestamp::{parse_duration, Millis};
 use adflow::write::FileFormat;
 use adflow_datagen::{generate_to_dir_with, GenerationSummary, GeneratorConfig, OutputOptions};
+use adflow_operators::analytics::{AnalyticsConfig, AnalyticsExt};
+use adflow_operators::attribution::{roas, CampaignDayAttribution, Model};
+use adflow_operators::fraud::FraudConfig;
+use adflow_operators::metrics::MetricsRow;
 use anyhow::{bail, Context};
 use clap::{ArgAction, Parser};
 use indicatif::{HumanBytes, HumanCount, ProgressBar, ProgressStyle};
+use serde::Deserialize;
 
 /// Backfill ad events through adflow: every input event is counted, whatever
 /// its order in the files; bad records become dead letters.
@@ -70,12 +94,120 @@ struct Args {
     /// File of host:port addresses, one per process.
     #[arg(short = 'h', long = "hostfile")]
     hostfile: Option<PathBuf>,
+    /// TOML file with operator settings (keys as the flags below, with underscores); flags win.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    settings: Settings,
     /// No progress bar.
     #[arg(short, long)]
     quiet: bool,
     /// Print help.
     #[arg(long, action = ArgAction::Help)]
     help: Option<bool>,
+}
+
+/// Operator settings: each from its flag, else the TOML file, else the default.
+#[derive(clap::Args, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    /// Dedup window: copies of an event id within it are duplicates [default: 24h].
+    #[arg(long)]
+    dedup_window: Option<String>,
+    /// Attribution lookback for clicks [default: 30d].
+    #[arg(long)]
+    click_window: Option<String>,
+    /// Attribution lookback for impressions [default: 1d].
+    #[arg(long)]
+    view_window: Option<String>,
+    /// Time-decay half-life [default: 7d].
+    #[arg(long)]
+    half_life: Option<String>,
+    /// Attribution models: last_touch, first_touch, linear, time_decay, position_based [default: all].
+    #[arg(long, value_delimiter = ',')]
+    models: Option<Vec<String>>,
+    /// Click flood: more than this many clicks from one IP in a minute [default: 100].
+    #[arg(long)]
+    ip_flood_per_minute: Option<i64>,
+    /// Click flood: more than this many clicks from one user in a minute.
+    #[arg(long)]
+    user_flood_per_minute: Option<i64>,
+    /// Datacenter CIDR ranges, one per line [default: datasets/fixtures/datacenter_cidrs.txt].
+    #[arg(long)]
+    datacenter_cidrs: Option<PathBuf>,
+    /// IP blocklist, one address per line.
+    #[arg(long)]
+    blocked_ips: Option<PathBuf>,
+}
+
+impl Settings {
+    /// Flags first, then the file.
+    fn or(self, file: Settings) -> Settings {
+        Settings {
+            dedup_window: self.dedup_window.or(file.dedup_window),
+            click_window: self.click_window.or(file.click_window),
+            view_window: self.view_window.or(file.view_window),
+            half_life: self.half_life.or(file.half_life),
+            models: self.models.or(file.models),
+            ip_flood_per_minute: self.ip_flood_per_minute.or(file.ip_flood_per_minute),
+            user_flood_per_minute: self.user_flood_per_minute.or(file.user_flood_per_minute),
+            datacenter_cidrs: self.datacenter_cidrs.or(file.datacenter_cidrs),
+            blocked_ips: self.blocked_ips.or(file.blocked_ips),
+        }
+    }
+
+    fn analytics(&self, time: &TimeConfig) -> anyhow::Result<AnalyticsConfig> {
+        let mut config = AnalyticsConfig::default().with_horizon_of(time);
+        let duration = |text: &Option<String>| text.as_deref().map(parse_duration).transpose();
+        if let Some(window) = duration(&self.dedup_window)? {
+            config.dedup.window = window;
+        }
+        if let Some(window) = duration(&self.click_window)? {
+            config.attribution.click_window = window;
+        }
+        if let Some(window) = duration(&self.view_window)? {
+            config.attribution.view_window = window;
+        }
+        let half_life = duration(&self.half_life)?.unwrap_or(Model::DEFAULT_HALF_LIFE);
+        if let Some(names) = &self.models {
+            config.attribution.models = names
+                .iter()
+                .map(|name| match name.trim() {
+                    "last_touch" | "last" => Ok(Model::LastTouch),
+                    "first_touch" | "first" => Ok(Model::FirstTouch),
+                    "linear" => Ok(Model::Linear),
+                    "time_decay" => Ok(Model::TimeDecay { half_life }),
+                    "position_based" | "position" => Ok(Model::PositionBased),
+                    other => bail!("unknown attribution model {other:?}"),
+                })
+                .collect::<anyhow::Result<_>>()?;
+        } else {
+            for model in &mut config.attribution.models {
+                if matches!(model, Model::TimeDecay { .. }) {
+                    *model = Model::TimeDecay { half_life };
+                }
+            }
+        }
+        if let Some(threshold) = self.ip_flood_per_minute {
+            config.fraud.click_flood_ip.threshold = threshold;
+        }
+        if let Some(threshold) = self.user_flood_per_minute {
+            config.fraud.click_flood_user.threshold = threshold;
+        }
+        let cidrs = self.datacenter_cidrs.clone().unwrap_or_else(|| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/datasets/fixtures/datacenter_cidrs.txt"
+            ))
+        });
+        config.fraud.datacenter_cidrs = FraudConfig::load_datacenter_cidrs(&cidrs)
+            .with_context(|| format!("reading {}", cidrs.display()))?;
+        if let Some(path) = &self.blocked_ips {
+            config.fraud.blocked_ips = FraudConfig::load_blocked_ips(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+        }
+        Ok(config)
+    }
 }
 
 /// A watermark lag, or none (clap gives `Option` fields a meaning of their own).
@@ -90,7 +222,7 @@ fn lateness(text: &str) -> Result<Lateness, adflow::timestamp::DurationError> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
     let workers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
@@ -130,44 +262,199 @@ fn main() -> anyhow::Result<()> {
     )?;
     let pipeline = Pipeline::new(files).time(time).timely_config(timely);
 
-    let hourly = SinkHandle::new("hourly_counts");
-    let dead_letters = SinkHandle::new("dead_letters");
-    let (hourly_spec, dead_spec) = (spec(&args, "hourly_counts"), spec(&args, "dead_letters"));
-    let (hourly_handle, dead_handle) = (hourly.clone(), dead_letters.clone());
+    let file_settings = match &args.config {
+        Some(path) => toml::from_str(
+            &std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?,
+        )
+        .with_context(|| format!("parsing {}", path.display()))?,
+        None => Settings::default(),
+    };
+    let settings = std::mem::take(&mut args.settings).or(file_settings);
+    let analytics = settings.analytics(&time)?;
+    let models = analytics.attribution.models.clone();
+
+    let sinks = Sinks::new(&args, &models);
+    let tables = Arc::new(Mutex::new(RoasTables::default()));
+    let (worker_sinks, worker_tables) = (sinks.clone(), Arc::clone(&tables));
 
     let progress = pipeline.progress();
     let bar = progress_bar(&args, &progress);
     let summary = pipeline.run(move |_scope, streams| {
-        hourly_kind_counts(streams.events).sink_core(
-            "Sink: hourly_counts",
-            hourly_spec.clone(),
-            &streams.probe,
-            hourly_handle.clone(),
+        let probe = &streams.probe;
+        let outputs = streams.events.analyze(&analytics);
+        let sinks = &worker_sinks;
+        sinks.attach("metrics_hourly", outputs.metrics.hourly, probe);
+        let tables = Arc::clone(&worker_tables);
+        let daily = outputs.metrics.daily.inspect(move |(row, _, diff)| {
+            tables
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .add_cost(row, *diff)
+        });
+        sinks.attach("metrics_daily", daily, probe);
+        sinks.attach("metrics_monthly", outputs.metrics.monthly, probe);
+        for model in &sinks.models {
+            let model = *model;
+            let rows = outputs
+                .attribution
+                .by_campaign_day
+                .clone()
+                .filter(move |row| row.model == model);
+            sinks.attach(
+                &format!("attribution_{}", model_file_name(&model)),
+                rows,
+                probe,
+            );
+        }
+        let tables = Arc::clone(&worker_tables);
+        let by_campaign_day = outputs
+            .attribution
+            .by_campaign_day
+            .inspect(move |(row, _, diff)| {
+                tables
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .add_revenue(row, *diff)
+            });
+        by_campaign_day.probe_with(probe);
+        sinks.attach("attribution_credits", outputs.attribution.credits, probe);
+        sinks.attach(
+            "attribution_unattributed",
+            outputs.attribution.unattributed,
+            probe,
         );
-        streams.dead_letters.sink_core(
-            "Sink: dead_letters",
-            dead_spec.clone(),
-            &streams.probe,
-            dead_handle.clone(),
-        );
+        sinks.attach("fraud_flags", outputs.verdicts, probe);
+        sinks.attach("duplicates", outputs.duplicates, probe);
+        sinks.attach("dead_letters", streams.dead_letters, probe);
     });
     bar.finish();
     let summary = summary?;
 
-    print_summary(
-        &summary,
-        file_count,
-        &[hourly, dead_letters],
-        generated.as_ref(),
-    );
+    print_summary(&summary, file_count, &sinks.handles(), generated.as_ref());
+    let tables = tables.lock().unwrap_or_else(|e| e.into_inner());
+    tables.print(&models, 10);
     drop(generated_dir);
     Ok(())
 }
 
-fn spec(args: &Args, name: &str) -> SinkSpec {
-    match args.format {
-        OutputFormat::Table => SinkSpec::stdout(name, OutputFormat::Table),
-        format => SinkSpec::file(name, &args.out, format),
+/// The output sinks, one shared handle per output across the workers.
+#[derive(Clone)]
+struct Sinks {
+    format: OutputFormat,
+    out: PathBuf,
+    models: Vec<Model>,
+    handles: Arc<Mutex<BTreeMap<String, SinkHandle>>>,
+}
+
+impl Sinks {
+    fn new(args: &Args, models: &[Model]) -> Sinks {
+        Sinks {
+            format: args.format,
+            out: args.out.clone(),
+            models: models.to_vec(),
+            handles: Arc::default(),
+        }
+    }
+
+    fn attach<'scope, D: adflow::sinks::OutputRecord>(
+        &self,
+        name: &str,
+        collection: differential_dataflow::collection::VecCollection<
+            'scope,
+            adflow::pipeline::Time,
+            D,
+        >,
+        probe: &timely::dataflow::ProbeHandle<adflow::pipeline::Time>,
+    ) {
+        let spec = match self.format {
+            OutputFormat::Table => SinkSpec::stdout(name, OutputFormat::Table),
+            format => SinkSpec::file(name, &self.out, format),
+        };
+        let handle = self
+            .handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.to_owned())
+            .or_insert_with(|| SinkHandle::new(name))
+            .clone();
+        collection.sink_core(&format!("Sink: {name}"), spec, probe, handle);
+    }
+
+    fn handles(&self) -> Vec<SinkHandle> {
+        self.handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+}
+
+fn model_file_name(model: &Model) -> &'static str {
+    match model {
+        Model::LastTouch => "last_touch",
+        Model::FirstTouch => "first_touch",
+        Model::Linear => "linear",
+        Model::TimeDecay { .. } => "time_decay",
+        Model::PositionBased => "position_based",
+    }
+}
+
+/// Final per-campaign cost (metrics) and attributed revenue (attribution),
+/// accumulated from the changelogs, for the ROAS tables.
+#[derive(Default)]
+struct RoasTables {
+    cost: BTreeMap<Id, Micros>,
+    revenue: BTreeMap<(Model, Id), (Micros, i64)>,
+}
+
+impl RoasTables {
+    fn add_cost(&mut self, row: &MetricsRow, diff: isize) {
+        if let Some(campaign) = row.campaign_id {
+            *self.cost.entry(campaign).or_default() += row.cost_micros * diff as i64;
+        }
+    }
+
+    fn add_revenue(&mut self, row: &CampaignDayAttribution, diff: isize) {
+        let entry = self
+            .revenue
+            .entry((row.model, row.campaign_id))
+            .or_default();
+        entry.0 += row.revenue_micros * diff as i64;
+        entry.1 += row.conversion_micros * diff as i64;
+    }
+
+    fn print(&self, models: &[Model], top: usize) {
+        for model in models {
+            let mut rows: Vec<(Id, Micros, i64, Micros, f64)> = self
+                .revenue
+                .iter()
+                .filter(|((m, _), _)| m == model)
+                .map(|((_, campaign), (revenue, conversions))| {
+                    let cost = self.cost.get(campaign).copied().unwrap_or(0);
+                    let ratio = roas(*revenue, cost).unwrap_or(f64::INFINITY);
+                    (*campaign, *revenue, *conversions, cost, ratio)
+                })
+                .collect();
+            rows.sort_by(|a, b| b.4.total_cmp(&a.4).then(a.0.cmp(&b.0)));
+            println!();
+            println!("  top campaigns by ROAS, {model}");
+            println!(
+                "  {:<18} {:>12} {:>14} {:>14} {:>8}",
+                "campaign", "conversions", "revenue", "cost", "ROAS"
+            );
+            for (campaign, revenue, conversions, cost, ratio) in rows.into_iter().take(top) {
+                println!(
+                    "  {:<18} {:>12.2} {:>14} {:>14} {:>8.2}",
+                    format!("{:016x}", campaign.get()),
+                    conversions as f64 / 1e6,
+                    adflow::money::format_micros(revenue),
+                    adflow::money::format_micros(cost),
+                    ratio
+                );
+            }
+        }
     }
 }
 

@@ -1,1 +1,474 @@
-//! In progress (issue 4): the fraud family.
+//! The fraud family: configurable rules that flag events, each verdict
+//! carrying its reason code and evidence.
+//!
+//! [`FraudExt::flag_fraud`] turns a collection of events into a [`Fraud`]:
+//! the [`Verdict`]s (one per flagged event and rule: the rule, the key it
+//! counted by, the measured count and the configured threshold) and the
+//! distinct ids of flagged events, which metrics and attribution antijoin.
+//! Both are ordinary differential collections, so a verdict that appears
+//! late — a flood recognised at its 101st click, a click whose page view
+//! never came — retracts the event downstream as a correction, and one that
+//! disappears (the page view arrived after all) restores it.
+//!
+//! The rules, grouped as in the files of `fraud/`:
+//! - **sliding-window counts** (`windows.rs`): [`Rule::ClickFloodIp`],
+//!   [`Rule::ClickFloodUser`], [`Rule::DeviceVelocity`];
+//! - **context** (`context.rs`), decided by the event alone:
+//!   [`Rule::BotUserAgent`], [`Rule::MissingUserAgent`], [`Rule::BlockedIp`],
+//!   [`Rule::DatacenterIp`];
+//! - **sequence** (`sequence.rs`), relating an event to the same identity's
+//!   events shortly before or after it: [`Rule::GeoMismatch`],
+//!   [`Rule::ClickInjection`], [`Rule::ClickWithoutImpression`],
+//!   [`Rule::NoPageView`].
+//!
+//! Windowed rules key their state by `(key, time bucket)`, a bucket being
+//! as long as the rule's window, and copy each piece of evidence into the
+//! one neighbouring bucket that may need it; so the work of an update is
+//! bounded by the traffic of one key over two windows, not by its history.
+//! (`click_without_impression` joins clicks with arranged impressions
+//! instead, so that its work follows the rare clicks, not the impressions.)
+//! With a [`FraudConfig::horizon`] the inputs of each rule are retired and
+//! its verdicts frozen once no admissible event can change them
+//! (`retention.rs`), which bounds the state of an endless stream.
+//!
+//! The sequential twin is [`crate::reference::fraud::flag_fraud`]; the
+//! semantics, defaults and measured precision and recall against adgen's
+//! labels are in `docs/fraud.md`.
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use adflow::event::{Event, EventRecord};
+//! use adflow::parsing::EventValidator;
+//! use adflow_operators::fraud::{FraudConfig, FraudExt, Rule};
+//! use differential_dataflow::input::Input;
+//!
+//! // 101 clicks from one IP within a minute, each by another user: a flood.
+//! let clicks: Vec<Event> = (0..101i64)
+//!     .map(|n| {
+//!         let record = EventRecord {
+//!             event_id: format!("click-{n}"),
+//!             kind: "click".into(),
+//!             ts: 1_793_491_200_000 + 500 * n,
+//!             user_id: format!("user-{n}"),
+//!             campaign_id: "c1".into(),
+//!             ad_id: "a1".into(),
+//!             ip: "192.0.2.1".into(),
+//!             user_agent: "Mozilla/5.0 (iPhone) Safari/604.1".into(),
+//!             ..EventRecord::default()
+//!         };
+//!         EventValidator::default().validate_record(&record).unwrap()
+//!     })
+//!     .collect();
+//! let config = FraudConfig::only(&[Rule::ClickFloodIp]);
+//! let seen = Arc::new(Mutex::new(Vec::new()));
+//! let sink = Arc::clone(&seen);
+//! timely::execute_directly(move |worker| {
+//!     let mut input = worker.dataflow::<u64, _, _>(|scope| {
+//!         let (input, events) = scope.new_collection::<Event, isize>();
+//!         let sink = Arc::clone(&sink);
+//!         events
+//!             .flag_fraud(&config)
+//!             .verdicts
+//!             .inspect(move |(verdict, _time, diff)| sink.lock().unwrap().push((verdict.clone(), *diff)));
+//!         input
+//!     });
+//!     for click in &clicks {
+//!         input.insert(*click);
+//!     }
+//! });
+//! let seen = seen.lock().unwrap();
+//! assert_eq!(seen.len(), 101);
+//! assert!(seen.iter().all(|(verdict, diff)| {
+//!     *diff == 1 && verdict.rule == Rule::ClickFloodIp && verdict.key == "192.0.2.1"
+//!         && verdict.count == 101 && verdict.threshold == 100
+//! }));
+//! ```
+
+use std::fmt;
+
+use adflow::event::{Event, EventId, EventKind, Id};
+use adflow::pipeline::Time;
+use adflow::sinks::{Column, ColumnType, OutputRecord, Value};
+use adflow::timestamp::Millis;
+use differential_dataflow::collection::{concatenate, VecCollection};
+use differential_dataflow::Data;
+use serde::{Deserialize, Serialize};
+
+use crate::retention::RetentionExt;
+
+mod config;
+mod context;
+mod sequence;
+mod windows;
+
+pub use config::{CountRule, FraudConfig, FraudConfigError, IpNetwork, WindowRule};
+
+/// A fraud rule; its [`Rule::code`] is the stable reason code of its verdicts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rule {
+    /// Too many clicks from one IP address in a sliding window.
+    ClickFloodIp,
+    /// Too many clicks by one user in a sliding window.
+    ClickFloodUser,
+    /// Too many clicks from one device in a (short) sliding window.
+    DeviceVelocity,
+    /// The user agent is a crawler, headless browser or HTTP library.
+    BotUserAgent,
+    /// No user agent was sent.
+    MissingUserAgent,
+    /// The IP address is on the blocklist.
+    BlockedIp,
+    /// The IP address is in a datacenter range.
+    DatacenterIp,
+    /// A conversion from another country than the identity's latest click.
+    GeoMismatch,
+    /// A click shortly before a conversion of the same identity.
+    ClickInjection,
+    /// A click with no impression of the same identity and ad before it.
+    ClickWithoutImpression,
+    /// A click with no page view of the same identity after it.
+    NoPageView,
+}
+
+impl Rule {
+    /// Every rule, in declaration order.
+    pub const ALL: [Rule; 11] = [
+        Rule::ClickFloodIp,
+        Rule::ClickFloodUser,
+        Rule::DeviceVelocity,
+        Rule::BotUserAgent,
+        Rule::MissingUserAgent,
+        Rule::BlockedIp,
+        Rule::DatacenterIp,
+        Rule::GeoMismatch,
+        Rule::ClickInjection,
+        Rule::ClickWithoutImpression,
+        Rule::NoPageView,
+    ];
+
+    /// The stable reason code (snake case, as serde writes it).
+    ///
+    /// ```
+    /// use adflow_operators::fraud::Rule;
+    /// assert_eq!(Rule::ClickFloodIp.code(), "click_flood_ip");
+    /// assert_eq!(Rule::parse("no_page_view"), Some(Rule::NoPageView));
+    /// ```
+    pub fn code(self) -> &'static str {
+        match self {
+            Rule::ClickFloodIp => "click_flood_ip",
+            Rule::ClickFloodUser => "click_flood_user",
+            Rule::DeviceVelocity => "device_velocity",
+            Rule::BotUserAgent => "bot_user_agent",
+            Rule::MissingUserAgent => "missing_user_agent",
+            Rule::BlockedIp => "blocked_ip",
+            Rule::DatacenterIp => "datacenter_ip",
+            Rule::GeoMismatch => "geo_mismatch",
+            Rule::ClickInjection => "click_injection",
+            Rule::ClickWithoutImpression => "click_without_impression",
+            Rule::NoPageView => "no_page_view",
+        }
+    }
+
+    /// The rule of a reason code.
+    pub fn parse(code: &str) -> Option<Rule> {
+        Rule::ALL.into_iter().find(|rule| rule.code() == code)
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// One rule's verdict on one event, with its evidence.
+///
+/// What `key`, `count` and `threshold` hold depends on the rule
+/// (`docs/fraud.md` has the table): for the window counts, the IP, user or
+/// device and the largest number of clicks in a window holding this one,
+/// against the configured maximum; for context rules, what matched, with
+/// `count = 1, threshold = 0`; for click injection, the identity and the ms
+/// from the click to the conversion, against the window; for geo mismatch,
+/// the identity and both countries and the ms from the click to the
+/// conversion; for the missing-impression and missing-page-view rules, the
+/// identity (and ad) with `count = 0` of the required `threshold = 1`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Verdict {
+    /// The flagged event.
+    pub event_id: EventId,
+    /// Its event time.
+    pub ts: Millis,
+    /// Its kind.
+    pub kind: EventKind,
+    /// The rule that flagged it.
+    pub rule: Rule,
+    /// What the rule grouped or matched by: an IP, `user #…`, `device #…`, …
+    pub key: String,
+    /// The measured quantity.
+    pub count: i64,
+    /// The configured limit it was compared with.
+    pub threshold: i64,
+}
+
+/// Verdicts as output rows: `event_id` (32 hex digits of the hash), `ts`,
+/// `kind`, `rule` (the reason code), `key`, `count`, `threshold`.
+///
+/// ```
+/// use adflow::event::{EventId, EventKind};
+/// use adflow::sinks::{render_table, OutputRecord};
+/// use adflow_operators::fraud::{Rule, Verdict};
+/// let verdict = Verdict {
+///     event_id: EventId(0xab), ts: 1_793_491_200_000, kind: EventKind::Click,
+///     rule: Rule::ClickFloodIp, key: "192.0.2.1".into(), count: 150, threshold: 100,
+/// };
+/// assert_eq!(Verdict::columns().len(), verdict.values().len());
+/// let table = render_table("verdicts", &[verdict], 10);
+/// assert!(table.contains("click_flood_ip"));
+/// assert!(table.contains("000000000000000000000000000000ab"));
+/// ```
+impl OutputRecord for Verdict {
+    fn columns() -> Vec<Column> {
+        vec![
+            Column::new("event_id", ColumnType::Text),
+            Column::new("ts", ColumnType::Time),
+            Column::new("kind", ColumnType::Text),
+            Column::new("rule", ColumnType::Text),
+            Column::new("key", ColumnType::Text),
+            Column::new("count", ColumnType::I64),
+            Column::new("threshold", ColumnType::I64),
+        ]
+    }
+
+    fn values(&self) -> Vec<Value> {
+        vec![
+            Value::Text(format!("{:032x}", self.event_id.0)),
+            Value::Time(self.ts),
+            Value::Text(self.kind.as_str().to_owned()),
+            Value::Text(self.rule.code().to_owned()),
+            Value::Text(self.key.clone()),
+            Value::I64(self.count),
+            Value::I64(self.threshold),
+        ]
+    }
+}
+
+/// Who sent an event, for the per-identity rules: the user if known, else
+/// the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Identity {
+    /// A known `user_id`.
+    User(Id),
+    /// A `device_id`, for events without a user.
+    Device(Id),
+}
+
+impl Identity {
+    /// The identity of `event`: `user_id`, else `device_id`.
+    pub fn of(event: &Event) -> Option<Identity> {
+        event
+            .user_id
+            .map(Identity::User)
+            .or_else(|| event.device_id.map(Identity::Device))
+    }
+}
+
+/// `user #0123…` or `device #0123…` (the 64-bit hash in hex).
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Identity::User(id) => write!(f, "user {id:?}"),
+            Identity::Device(id) => write!(f, "device {id:?}"),
+        }
+    }
+}
+
+/// What [`FraudExt::flag_fraud`] produces.
+pub struct Fraud<'scope> {
+    /// Every verdict, once: one per flagged event, rule and key.
+    pub verdicts: VecCollection<'scope, Time, Verdict>,
+    /// The distinct ids of flagged events (multiplicity 1), for metrics and
+    /// attribution to antijoin. With a horizon, an id is listed once per
+    /// distinct event time of its flagged events, which is once after dedup.
+    pub invalid: VecCollection<'scope, Time, EventId>,
+}
+
+/// Flags fraud in a collection of events.
+pub trait FraudExt<'scope> {
+    /// Applies the enabled rules of `config`; operators are named `Fraud: …`.
+    fn flag_fraud(self, config: &FraudConfig) -> Fraud<'scope>;
+
+    /// As [`FraudExt::flag_fraud`], naming the operators `<name>: …`.
+    fn flag_fraud_named(self, name: &str, config: &FraudConfig) -> Fraud<'scope>;
+}
+
+impl<'scope> FraudExt<'scope> for VecCollection<'scope, Time, Event> {
+    fn flag_fraud(self, config: &FraudConfig) -> Fraud<'scope> {
+        self.flag_fraud_named("Fraud", config)
+    }
+
+    fn flag_fraud_named(self, name: &str, config: &FraudConfig) -> Fraud<'scope> {
+        let scope = self.scope();
+        let rules = Rules::new(name, config, self);
+        let candidates = concatenate(
+            scope,
+            [
+                windows::flag(&rules),
+                context::flag(&rules),
+                sequence::flag(&rules),
+            ]
+            .into_iter()
+            .flatten(),
+        );
+
+        // Several candidates may name the same event, rule and key: copies
+        // of a resent event, or a flood seen from the two buckets that hold
+        // it. Keep one verdict, with the strongest evidence.
+        let verdicts = candidates
+            .map(|verdict| {
+                let Verdict {
+                    event_id,
+                    ts,
+                    kind,
+                    rule,
+                    key,
+                    count,
+                    threshold,
+                } = verdict;
+                ((event_id, ts, kind, rule, key), (count, threshold))
+            })
+            .reduce_named(&format!("{name}: verdicts"), |_key, input, output| {
+                let strongest = input
+                    .iter()
+                    .filter(|(_, diff)| *diff > 0)
+                    .map(|(evidence, _)| **evidence)
+                    .max();
+                if let Some(evidence) = strongest {
+                    output.push((evidence, 1isize));
+                }
+            })
+            .map(
+                |((event_id, ts, kind, rule, key), (count, threshold))| Verdict {
+                    event_id,
+                    ts,
+                    kind,
+                    rule,
+                    key,
+                    count,
+                    threshold,
+                },
+            );
+
+        match config.horizon {
+            None => Fraud {
+                invalid: distinct(
+                    verdicts.clone().map(|verdict| verdict.event_id),
+                    &format!("{name}: invalid"),
+                ),
+                verdicts,
+            },
+            Some(horizon) => {
+                let windows = config.clone();
+                let verdicts = verdicts.freeze_after(&format!("{name}: verdicts"), move |v| {
+                    expiry(v.ts, windows.lookahead(v.rule).saturating_add(horizon))
+                });
+                // An event's verdicts are all final one horizon after its
+                // longest lookahead; retiring the (final) verdicts then and
+                // freezing the ids at the same time keeps `invalid` exact
+                // and its state flat.
+                let longest = Rule::ALL
+                    .iter()
+                    .filter(|rule| config.enabled(**rule))
+                    .map(|rule| config.lookahead(*rule))
+                    .max()
+                    .unwrap_or(0)
+                    .saturating_add(horizon);
+                let final_at = move |(_, ts): &(EventId, Millis)| expiry(*ts, longest);
+                let invalid = distinct(
+                    verdicts
+                        .clone()
+                        .map(|verdict| (verdict.event_id, verdict.ts))
+                        .retire_after(&format!("{name}: invalid"), final_at),
+                    &format!("{name}: invalid"),
+                )
+                .freeze_after(&format!("{name}: invalid"), final_at)
+                .map(|(event_id, _)| event_id);
+                Fraud { verdicts, invalid }
+            }
+        }
+    }
+}
+
+/// The inputs every rule group builds from.
+struct Rules<'a, 'scope> {
+    name: &'a str,
+    config: &'a FraudConfig,
+    events: VecCollection<'scope, Time, Event>,
+    clicks: VecCollection<'scope, Time, Event>,
+}
+
+impl<'a, 'scope> Rules<'a, 'scope> {
+    fn new(
+        name: &'a str,
+        config: &'a FraudConfig,
+        events: VecCollection<'scope, Time, Event>,
+    ) -> Self {
+        let clicks = events
+            .clone()
+            .filter(|event| event.kind == EventKind::Click);
+        Rules {
+            name,
+            config,
+            events,
+            clicks,
+        }
+    }
+
+    /// The events of `kind`.
+    fn of_kind(&self, kind: EventKind) -> VecCollection<'scope, Time, Event> {
+        if kind == EventKind::Click {
+            self.clicks.clone()
+        } else {
+            self.events.clone().filter(move |event| event.kind == kind)
+        }
+    }
+
+    /// `collection`, retired (with a horizon) once `span` ms of event time
+    /// and the horizon have passed: from then on no admissible event can
+    /// change a verdict that one of its records took part in.
+    fn retire<D: Data>(
+        &self,
+        what: &str,
+        collection: VecCollection<'scope, Time, D>,
+        span: Millis,
+        ts: fn(&D) -> Millis,
+    ) -> VecCollection<'scope, Time, D> {
+        match self.config.horizon {
+            None => collection,
+            Some(horizon) => {
+                let after = span.saturating_add(horizon);
+                collection.retire_after(&format!("{}: {what}", self.name), move |record| {
+                    expiry(ts(record), after)
+                })
+            }
+        }
+    }
+
+    /// A named operator: `<name>: <what>`.
+    fn operator(&self, what: &str) -> String {
+        format!("{}: {what}", self.name)
+    }
+}
+
+/// One copy of every record with a positive count.
+fn distinct<'scope, D: differential_dataflow::ExchangeData + std::hash::Hash>(
+    collection: VecCollection<'scope, Time, D>,
+    name: &str,
+) -> VecCollection<'scope, Time, D> {
+    collection.threshold_named(name, |_, count: &isize| isize::from(*count > 0))
+}
+
+/// The dataflow time just past `ts + after`.
+fn expiry(ts: Millis, after: Millis) -> Time {
+    Time::try_from(ts.saturating_add(after).saturating_add(1)).unwrap_or(Time::MAX)
+}

@@ -4,6 +4,7 @@
 //! that property tests compare it against. See `docs/operators.md`.
 #![deny(missing_docs)]
 
+pub mod analytics;
 pub mod attribution;
 pub mod dedup;
 pub mod fraud;

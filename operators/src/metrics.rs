@@ -1,1 +1,511 @@
-//! In progress (issue 4): the metrics family.
+//! The metrics family (issue 4, item 3): per (campaign, ad, hour) with the
+//! dimensions country and device type — impressions, clicks, valid and
+//! invalid clicks, conversions, revenue and billing cost — rolled up
+//! incrementally to days and months, with CTR, CVR, CPC, CPM, CPA and ROAS
+//! derived at the edge ([`MetricsRow`]).
+//!
+//! # Inputs
+//!
+//! [`CampaignMetricsExt::campaign_metrics`] takes three collections:
+//!
+//! - `events`, deduplicated. Impressions and clicks are counted in the hour
+//!   of their event time; conversions and page views are ignored here
+//!   (conversions arrive credited, through the third input).
+//! - `invalid`: event ids flagged by the fraud rules, as a set (an id present
+//!   with multiplicity ≥ 1 is invalid). A flagged impression or click still
+//!   counts in `impressions`/`clicks`, also counts in
+//!   `invalid_impressions`/`invalid_clicks`, and is not billed: `cost` is the
+//!   cost of valid impressions plus valid clicks. A verdict that arrives late
+//!   moves the event from valid to invalid, and out of the cost, as a
+//!   correction at the verdict's time. Verdicts apply to impressions and
+//!   clicks only; excluding flagged touches from conversion credit is
+//!   attribution's job.
+//! - `conversions`: [`AttributedConversion`] credits from the configured
+//!   default attribution model (last touch), counted with their revenue in
+//!   the hour of the *conversion* under the credited campaign and ad (`None`
+//!   for an unattributed conversion). Credits are additive, so fractional
+//!   credits of a multi-touch model work too.
+//!
+//! # Dataflow shape, and why
+//!
+//! Every input becomes *updates with an additive difference*: an event is
+//! exploded into `(key, time, Counters)` where [`Counters`] holds every
+//! counter at once and is the arrangement's difference type
+//! (`Semigroup + Abelian + Multiply<isize>`). The arrangement thus sums all
+//! metrics of a key as it consolidates — one trace entry per key, no
+//! per-event state — and publishing a row is a `count` of that
+//! arrangement: the accumulated `Counters` of each changed key become one
+//! [`MetricsRow`]. Because dataflow time is totally ordered, the count is
+//! differential's `count_total` (`CountTotal`) on the named arrangement: for
+//! each changed key it reads the accumulation once and emits
+//! `−old, +new`, with no output trace and no history replay. On adgen
+//! traffic (500K events, about 1.6 events per hourly key) this was about
+//! twice as fast as `reduce_abelian` with the same trivial body (0.83 s vs
+//! 1.6 s of CPU for the whole family, hour ticks), and both are far cheaper
+//! than `reduce_named` over the events, which would hold every event per key.
+//!
+//! ```text
+//! events ─► impressions+clicks ("touches") ─┬─► explode: +counts, +cost ──────────────┐
+//!                                           └─► arrange by event id ─┐                 │
+//! invalid ─► distinct (threshold) ───────────────────────────────────┴─► join:         │
+//!                                              +invalid count, −cost ─────────────────►┤ concat
+//! conversions ─► explode: +conversions, +revenue ─────────────────────────────────────►┤
+//!                                                                                      ▼
+//!                            arrange by (hour, campaign, ad, country, device), diff Counters
+//!                                  ─► count_total ─► hourly rows
+//! hourly rows ─► explode: +row × multiplicity, rebucketed to the day ─► arrange, count ─► daily
+//! daily rows  ─► rebucketed to the month ─► arrange, count ─► monthly
+//! ```
+//!
+//! Rollups read the *changes* of the finer rows, never the events: when an
+//! hourly row changes from `a` to `b`, the day receives `b − a`. The only
+//! per-event state is the arrangement of touches by event id, which the
+//! join against late fraud verdicts needs (a verdict may arrive after the
+//! event, so the event must be findable by id).
+//!
+//! # Bounded state (`MetricsConfig::horizon`)
+//!
+//! With `horizon: None` (a backfill) nothing is retired and every update is
+//! kept. With `Some(h)`, let the *expiry* of a row be the end of its bucket
+//! plus `h` (for an hour bucket `b`: `b + 1 h + h`). Then:
+//!
+//! - touches and conversions are retired (see [`crate::retention`]) at the
+//!   expiry of their hour; invalid ids (which carry no event time) at their
+//!   arrival time plus `1 h + 2h`;
+//!   the day (month) rollup's inputs at the day (month) expiry;
+//! - each output is frozen at its row's expiry: updates at or after it
+//!   (which can only be the retirements' retractions) are dropped.
+//!
+//! This is exact — the frozen outputs equal the unbounded ones — under this
+//! contract, which the pipeline's horizon provides when the metrics horizon
+//! is at least the pipeline's:
+//!
+//! 1. every update that concerns an event at time `ts` arrives at a dataflow
+//!    time `≤ ts + h`: the event itself (the pipeline dead-letters events
+//!    older than its horizon), its fraud verdict, and conversion credits for
+//!    a conversion at `ts` (a late click moving a last-touch credit arrives
+//!    by `click ts + h ≤ ts + h`). If fraud rules flag events later than
+//!    the pipeline's horizon after their event time (a rule window `w`),
+//!    set the metrics horizon to the pipeline horizon plus `w`;
+//! 2. a verdict arrives no earlier than `h` before the start of its event's
+//!    hour. Any verdict computed from the event itself arrives at or after
+//!    the event's dataflow time, so this holds whenever the dataflow tick is
+//!    at most `h` (the pipeline's ticks are 1 s for streams, 1 h for
+//!    backfills); a verdict a few seconds ahead of its event is fine;
+//! 3. deletions happen within the horizon too.
+//!
+//! An update for hour `b` then arrives before `b + 1 h + h`, the hour's
+//! expiry; every retirement retraction lands at or after the expiry of the
+//! rows it touches (a verdict that arrived at `V ≥ b − h` is retired at
+//! `V + 1 h + 2h ≥ b + 1 h + h`), and freezing drops exactly those. Day and month rollups
+//! read the *frozen* hourly (daily) output, which only changes before the
+//! hour's expiry `≤` the day's expiry, so their own retire/freeze pair at the
+//! coarser expiry is exact by the same argument. State then holds about
+//! `h + 1 h` of touches by id, the keys of the live hours, days and months,
+//! and the verdicts of the last `2h + 1 h`.
+//!
+//! ```
+//! use adflow::prelude::*;
+//! use adflow_operators::metrics::{
+//!     AttributedConversion, CampaignMetricsExt, Granularity, MetricsConfig, MetricsRow,
+//! };
+//! use differential_dataflow::input::Input;
+//! use std::sync::{Arc, Mutex};
+//!
+//! fn event(line: &str) -> Event {
+//!     adflow::parsing::json::parse_json(line.as_bytes())
+//!         .and_then(|fields| adflow::parsing::EventValidator::default().validate(&fields))
+//!         .unwrap()
+//! }
+//! let impression = event(r#"{"event_id":"i1","kind":"impression","ts":"2026-11-01T10:00:00Z","user_id":"u","campaign_id":"c","ad_id":"a","country":"DE","cost":0.002}"#);
+//! let click = event(r#"{"event_id":"k1","kind":"click","ts":"2026-11-01T10:00:05Z","user_id":"u","campaign_id":"c","ad_id":"a","country":"DE","cost":0.5}"#);
+//! let fraud = event(r#"{"event_id":"k2","kind":"click","ts":"2026-11-01T10:00:09Z","user_id":"u","campaign_id":"c","ad_id":"a","country":"DE","cost":0.5}"#);
+//! let credit = AttributedConversion {
+//!     conversion: EventId::of("v1"), ts: click.ts + 60_000,
+//!     campaign_id: click.campaign_id, ad_id: click.ad_id,
+//!     country: click.country, device_type: click.device_type,
+//!     conversions_micros: 1_000_000, revenue_micros: 20_000_000,
+//! };
+//!
+//! let seen = Arc::new(Mutex::new(Vec::new()));
+//! let sink = Arc::clone(&seen);
+//! timely::execute_directly(move |worker| {
+//!     let (mut events, mut invalid, mut conversions) = worker.dataflow::<Time, _, _>(|scope| {
+//!         let (events_in, events) = scope.new_collection::<Event, isize>();
+//!         let (invalid_in, invalid) = scope.new_collection::<EventId, isize>();
+//!         let (conversions_in, conversions) = scope.new_collection::<AttributedConversion, isize>();
+//!         let metrics = events.campaign_metrics(invalid, conversions, &MetricsConfig::default());
+//!         let sink = Arc::clone(&sink);
+//!         metrics.hourly
+//!             .concat(metrics.monthly)
+//!             .inspect(move |(row, _, diff)| sink.lock().unwrap().push((*row, *diff)));
+//!         (events_in, invalid_in, conversions_in)
+//!     });
+//!     events.insert(impression);
+//!     events.insert(click);
+//!     events.insert(fraud);
+//!     invalid.insert(fraud.event_id);
+//!     conversions.insert(credit);
+//! });
+//! let seen = seen.lock().unwrap();
+//! assert_eq!(seen.len(), 2); // one hourly row, one monthly row
+//! for (row, diff) in seen.iter() {
+//!     assert_eq!(*diff, 1);
+//!     assert_eq!((row.impressions, row.clicks, row.valid_clicks, row.invalid_clicks), (1, 2, 1, 1));
+//!     assert_eq!(row.cost_micros, 2_000 + 500_000); // the flagged click is not billed
+//!     assert_eq!((row.conversions_micros, row.revenue_micros), (1_000_000, 20_000_000));
+//!     assert_eq!((row.cvr(), row.cpc()), (Some(1.0), Some(0.502)));
+//! }
+//! assert_eq!(seen[0].0.granularity, Granularity::Hour);
+//! assert_eq!(seen[1].0.granularity, Granularity::Month);
+//! ```
+
+use differential_dataflow::collection::{AsCollection, VecCollection};
+use differential_dataflow::difference::Abelian;
+use differential_dataflow::operators::CountTotal;
+use differential_dataflow::trace::implementations::{KeyBuilder, KeySpine};
+use differential_dataflow::Data;
+use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::operator::Operator;
+
+use adflow::event::{Country, DeviceType, Event, EventId, EventKind, Id};
+use adflow::money::Micros;
+use adflow::pipeline::Time;
+use adflow::timestamp::{Millis, HOUR_MS};
+
+use crate::retention::RetentionExt;
+
+mod counters;
+mod row;
+
+pub use counters::Counters;
+pub use row::{Granularity, MetricsKey, MetricsRow};
+
+/// How the metrics are maintained.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetricsConfig {
+    /// The latest an update can arrive after the event time it concerns
+    /// (events, fraud verdicts, conversion credits, deletions); see the
+    /// module documentation for the exact contract. `Some` retires state and
+    /// freezes rows once their bucket ends plus this; `None` (a backfill)
+    /// keeps everything.
+    pub horizon: Option<Millis>,
+}
+
+/// A conversion's credit to one campaign and ad, as the default attribution
+/// model (last touch) assigns it; the wiring maps attribution credits into
+/// it. Counted in the hour of the conversion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AttributedConversion {
+    /// The conversion event.
+    pub conversion: EventId,
+    /// Event time of the conversion.
+    pub ts: Millis,
+    /// Credited campaign; `None` for an unattributed conversion (still
+    /// counted, under campaign `None`).
+    pub campaign_id: Option<Id>,
+    /// Credited ad; `None` when unattributed.
+    pub ad_id: Option<Id>,
+    /// Country dimension (of the conversion).
+    pub country: Country,
+    /// Device dimension (of the conversion).
+    pub device_type: DeviceType,
+    /// Share of the conversion credited, in millionths (1_000_000 is one
+    /// whole conversion, as last touch credits).
+    pub conversions_micros: i64,
+    /// Revenue credited.
+    pub revenue_micros: Micros,
+}
+
+/// The three maintained outputs; each is a changelog of [`MetricsRow`]s
+/// with `isize` multiplicities (one row per key at any time).
+pub struct CampaignMetrics<'scope> {
+    /// Rows per hour.
+    pub hourly: VecCollection<'scope, Time, MetricsRow>,
+    /// Rows per day, rolled up from the hourly rows.
+    pub daily: VecCollection<'scope, Time, MetricsRow>,
+    /// Rows per calendar month, rolled up from the daily rows.
+    pub monthly: VecCollection<'scope, Time, MetricsRow>,
+}
+
+/// Campaign metrics on a collection of deduplicated events. See the module
+/// documentation for inputs, semantics and bounded state.
+pub trait CampaignMetricsExt<'scope> {
+    /// Maintains hourly, daily and monthly metrics; operators are named
+    /// `Metrics: …`.
+    fn campaign_metrics(
+        self,
+        invalid: VecCollection<'scope, Time, EventId>,
+        conversions: VecCollection<'scope, Time, AttributedConversion>,
+        config: &MetricsConfig,
+    ) -> CampaignMetrics<'scope>;
+
+    /// As [`CampaignMetricsExt::campaign_metrics`], with operators named
+    /// `{name}: …`.
+    fn campaign_metrics_named(
+        self,
+        name: &str,
+        invalid: VecCollection<'scope, Time, EventId>,
+        conversions: VecCollection<'scope, Time, AttributedConversion>,
+        config: &MetricsConfig,
+    ) -> CampaignMetrics<'scope>;
+}
+
+/// An impression or click, reduced to what metrics need of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+struct Touch {
+    /// Hourly key.
+    key: MetricsKey,
+    /// Impression or click.
+    click: bool,
+    /// Media cost.
+    cost_micros: Micros,
+}
+
+impl Touch {
+    fn of(event: &Event) -> Option<(EventId, Touch)> {
+        let click = match event.kind {
+            EventKind::Impression => false,
+            EventKind::Click => true,
+            EventKind::Conversion | EventKind::PageView => return None,
+        };
+        let key = MetricsKey {
+            bucket: Granularity::Hour.bucket(event.ts),
+            campaign_id: event.campaign_id,
+            ad_id: event.ad_id,
+            country: event.country,
+            device_type: event.device_type,
+        };
+        Some((
+            event.event_id,
+            Touch {
+                key,
+                click,
+                cost_micros: event.cost_micros,
+            },
+        ))
+    }
+
+    /// What the touch adds: one impression or click, and its cost.
+    fn counters(&self) -> Counters {
+        Counters {
+            impressions: i64::from(!self.click),
+            clicks: i64::from(self.click),
+            cost_micros: self.cost_micros,
+            ..Counters::default()
+        }
+    }
+
+    /// What a verdict on the touch changes: one invalid event, cost not billed.
+    fn invalid_counters(&self) -> Counters {
+        Counters {
+            invalid_impressions: i64::from(!self.click),
+            invalid_clicks: i64::from(self.click),
+            cost_micros: self.cost_micros.wrapping_neg(),
+            ..Counters::default()
+        }
+    }
+}
+
+impl AttributedConversion {
+    fn hourly_key(&self) -> MetricsKey {
+        MetricsKey {
+            bucket: Granularity::Hour.bucket(self.ts),
+            campaign_id: self.campaign_id,
+            ad_id: self.ad_id,
+            country: self.country,
+            device_type: self.device_type,
+        }
+    }
+
+    fn counters(&self) -> Counters {
+        Counters {
+            conversions_micros: self.conversions_micros,
+            revenue_micros: self.revenue_micros,
+            ..Counters::default()
+        }
+    }
+}
+
+/// The dataflow time at which rows of `granularity` at `bucket` expire:
+/// bucket end plus the horizon.
+fn expiry(granularity: Granularity, bucket: Millis, horizon: Millis) -> Time {
+    let at = granularity.bucket_end(bucket).saturating_add(horizon);
+    Time::try_from(at.max(0)).unwrap_or(Time::MAX)
+}
+
+/// Adds, for every update, its negation `lifetime` after the update's own
+/// time: retirement for records (invalid ids) that carry no event time.
+fn retire_after_arrival<'scope, D: Data, R: Abelian + 'static>(
+    collection: VecCollection<'scope, Time, D, R>,
+    name: &str,
+    lifetime: Time,
+) -> VecCollection<'scope, Time, D, R> {
+    let cancellations = collection
+        .inner
+        .clone()
+        .unary(Pipeline, &format!("Retire: {name}"), move |_, _| {
+            move |input, output| {
+                input.for_each(|time, data| {
+                    let mut session = output.session(&time);
+                    for (record, time, mut diff) in data.drain(..) {
+                        diff.negate();
+                        session.give((record, time.saturating_add(lifetime), diff));
+                    }
+                });
+            }
+        })
+        .as_collection();
+    collection.concat(cancellations)
+}
+
+/// Sums `deltas` per key into rows of `granularity`: the arrangement
+/// accumulates the `Counters` differences, `count_total` publishes each
+/// changed key's total (and nothing for a key whose total is zero).
+fn aggregate<'scope>(
+    deltas: VecCollection<'scope, Time, MetricsKey, Counters>,
+    name: &str,
+    granularity: Granularity,
+) -> VecCollection<'scope, Time, MetricsRow> {
+    let name = format!("{name}: {}", granularity.as_str());
+    deltas
+        .arrange_by_self_named(&format!("{name} arrange"))
+        .count_total_core::<isize>()
+        .map(move |(key, counters)| MetricsRow::new(granularity, key, counters))
+}
+
+/// The changes of finer `rows` as deltas to the coarser `granularity`.
+fn rollup<'scope>(
+    rows: VecCollection<'scope, Time, MetricsRow>,
+    granularity: Granularity,
+) -> VecCollection<'scope, Time, MetricsKey, Counters> {
+    rows.explode(move |row| {
+        let mut key = row.key();
+        key.bucket = granularity.bucket(row.bucket);
+        Some((key, row.counters()))
+    })
+}
+
+/// Retires `deltas` at the expiry of their bucket, if there is a horizon.
+fn retire_deltas<'scope>(
+    deltas: VecCollection<'scope, Time, MetricsKey, Counters>,
+    name: &str,
+    granularity: Granularity,
+    horizon: Option<Millis>,
+) -> VecCollection<'scope, Time, MetricsKey, Counters> {
+    match horizon {
+        Some(horizon) => deltas.retire_after(
+            &format!("{name}: {} deltas", granularity.as_str()),
+            move |key: &MetricsKey| expiry(granularity, key.bucket, horizon),
+        ),
+        None => deltas,
+    }
+}
+
+/// Freezes `rows` of `granularity` at their expiry, if there is a horizon.
+fn freeze_rows<'scope>(
+    rows: VecCollection<'scope, Time, MetricsRow>,
+    name: &str,
+    granularity: Granularity,
+    horizon: Option<Millis>,
+) -> VecCollection<'scope, Time, MetricsRow> {
+    match horizon {
+        Some(horizon) => rows.freeze_after(
+            &format!("{name}: {} rows", granularity.as_str()),
+            move |row: &MetricsRow| expiry(granularity, row.bucket, horizon),
+        ),
+        None => rows,
+    }
+}
+
+impl<'scope> CampaignMetricsExt<'scope> for VecCollection<'scope, Time, Event> {
+    fn campaign_metrics(
+        self,
+        invalid: VecCollection<'scope, Time, EventId>,
+        conversions: VecCollection<'scope, Time, AttributedConversion>,
+        config: &MetricsConfig,
+    ) -> CampaignMetrics<'scope> {
+        self.campaign_metrics_named("Metrics", invalid, conversions, config)
+    }
+
+    fn campaign_metrics_named(
+        self,
+        name: &str,
+        invalid: VecCollection<'scope, Time, EventId>,
+        conversions: VecCollection<'scope, Time, AttributedConversion>,
+        config: &MetricsConfig,
+    ) -> CampaignMetrics<'scope> {
+        let horizon = config.horizon;
+        let hour = Granularity::Hour;
+
+        let mut touches = self.flat_map(|event| Touch::of(&event));
+        let mut invalid = invalid;
+        let mut conversions = conversions;
+        if let Some(horizon) = horizon {
+            touches = touches.retire_after(
+                &format!("{name}: touches"),
+                move |(_, touch): &(EventId, Touch)| expiry(hour, touch.key.bucket, horizon),
+            );
+            conversions = conversions.retire_after(
+                &format!("{name}: conversions"),
+                move |credit: &AttributedConversion| expiry(hour, hour.bucket(credit.ts), horizon),
+            );
+            // Long enough for a verdict that arrived up to `horizon` before
+            // its event's hour: contract condition 2 in the module docs.
+            let lifetime = HOUR_MS.saturating_add(horizon.saturating_mul(2));
+            invalid = retire_after_arrival(
+                invalid,
+                &format!("{name}: invalid ids"),
+                Time::try_from(lifetime.max(0)).unwrap_or(Time::MAX),
+            );
+        }
+
+        // Impressions and clicks, all of them, with their full cost.
+        let counted = touches
+            .clone()
+            .explode(|(_, touch)| Some((touch.key, touch.counters())));
+
+        // The invalid ones, found by id whichever of touch and verdict
+        // arrives last: move them to the invalid counts and out of the cost.
+        let invalid_ids = invalid
+            .arrange_by_self_named(&format!("{name}: arrange invalid ids"))
+            .reduce_abelian::<_, KeyBuilder<EventId, Time, isize>, KeySpine<EventId, Time, isize>, _, _>(
+                &format!("{name}: invalid id set"),
+                |_id, input, output| {
+                    if input[0].1 > 0 {
+                        output.push(((), 1));
+                    }
+                },
+                |batch, id, updates| {
+                    batch.clear();
+                    batch.extend(updates.drain(..).map(|(unit, time, diff)| ((*id, unit), time, diff)));
+                },
+            );
+        let flagged = touches
+            .arrange_by_key_named(&format!("{name}: arrange touches by id"))
+            .join_core(invalid_ids, |_id, touch: &Touch, _| {
+                Some((touch.key, touch.invalid_counters()))
+            })
+            .explode(|(key, counters)| Some((key, counters)));
+
+        let credited = conversions.explode(|credit| Some((credit.hourly_key(), credit.counters())));
+
+        let hourly = aggregate(counted.concat(flagged).concat(credited), name, hour);
+        let hourly = freeze_rows(hourly, name, hour, horizon);
+
+        let day = Granularity::Day;
+        let daily_deltas = retire_deltas(rollup(hourly.clone(), day), name, day, horizon);
+        let daily = freeze_rows(aggregate(daily_deltas, name, day), name, day, horizon);
+
+        let month = Granularity::Month;
+        let monthly_deltas = retire_deltas(rollup(daily.clone(), month), name, month, horizon);
+        let monthly = freeze_rows(aggregate(monthly_deltas, name, month), name, month, horizon);
+
+        CampaignMetrics {
+            hourly,
+            daily,
+            monthly,
+        }
+    }
+}

@@ -1,1 +1,188 @@
-//! In progress (issue 4): sequential reference of the attribution family.
+//! Sequential reference of the attribution family: for every conversion,
+//! scan every event for its touches with plain loops, then split credit.
+//!
+//! Which touches count (identity, validity, windows, clicks before views)
+//! and their order are decided here independently of the dataflow; only the
+//! arithmetic of dividing an amount over an ordered path,
+//! [`split_credit`], is shared, and it has its own hand-checked tests.
+//!
+//! The events are a multiset, as the harness delivers them; identical
+//! copies of an event count once. The horizon plays no part: it bounds the
+//! dataflow's state, it must not change its answer.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use adflow::event::{Event, EventId, EventKind, Id};
+use adflow::money::Micros;
+use adflow::timestamp::{Millis, DAY_MS};
+
+use crate::attribution::{
+    split_credit, AttributionConfig, CampaignDayAttribution, Credit, Model, Unattributed,
+    CONVERSION_MICROS,
+};
+
+/// A conversion as the reference sees it: `(event id, ts, who, revenue)`,
+/// where who is `(true, user)` or `(false, device)`.
+type ConversionRow = (EventId, Millis, (bool, Id), Micros);
+
+/// A touch in path order: `(ts, event id, kind, campaign, ad)`.
+type TouchRow = (Millis, EventId, EventKind, Id, Id);
+
+/// The user id if there is one, else the device id, tagged so a user and a
+/// device with equal hashes differ.
+fn who(event: &Event) -> Option<(bool, Id)> {
+    match (event.user_id, event.device_id) {
+        (Some(user), _) => Some((true, user)),
+        (None, Some(device)) => Some((false, device)),
+        (None, None) => None,
+    }
+}
+
+fn conversions(events: &[Event]) -> BTreeSet<ConversionRow> {
+    let mut conversions = BTreeSet::new();
+    for event in events {
+        if event.kind != EventKind::Conversion {
+            continue;
+        }
+        if let Some(person) = who(event) {
+            conversions.insert((event.event_id, event.ts, person, event.revenue_micros));
+        }
+    }
+    conversions
+}
+
+/// The path of one conversion: its valid clicks in the click window, or if
+/// there are none its valid impressions in the view window, ordered by
+/// `(ts, event id)`.
+fn path(
+    conversion: &ConversionRow,
+    events: &[Event],
+    invalid: &BTreeSet<EventId>,
+    config: &AttributionConfig,
+) -> Vec<TouchRow> {
+    let (_, conversion_ts, person, _) = *conversion;
+    let mut clicks = BTreeSet::new();
+    let mut views = BTreeSet::new();
+    for event in events {
+        let window = match event.kind {
+            EventKind::Click => config.click_window,
+            EventKind::Impression => config.view_window,
+            _ => continue,
+        };
+        if invalid.contains(&event.event_id) || who(event) != Some(person) {
+            continue;
+        }
+        let (Some(campaign), Some(ad)) = (event.campaign_id, event.ad_id) else {
+            continue;
+        };
+        if event.ts > conversion_ts || conversion_ts - event.ts > window {
+            continue;
+        }
+        let row = (event.ts, event.event_id, event.kind, campaign, ad);
+        if event.kind == EventKind::Click {
+            clicks.insert(row);
+        } else {
+            views.insert(row);
+        }
+    }
+    let chosen = if clicks.is_empty() { views } else { clicks };
+    chosen.into_iter().collect()
+}
+
+fn models(config: &AttributionConfig) -> Vec<Model> {
+    let mut models = Vec::new();
+    for model in &config.models {
+        if !models.contains(model) {
+            models.push(*model);
+        }
+    }
+    models
+}
+
+/// Credits per conversion, model and touch (zero shares omitted), and the
+/// totals per (campaign, ad, model, day), both sorted.
+pub fn attribute(
+    events: &[Event],
+    invalid: &BTreeSet<EventId>,
+    config: &AttributionConfig,
+) -> (Vec<Credit>, Vec<CampaignDayAttribution>) {
+    let mut credits = Vec::new();
+    for conversion in &conversions(events) {
+        let (conversion_id, conversion_ts, _, revenue) = *conversion;
+        let touches = path(conversion, events, invalid, config);
+        let times: Vec<Millis> = touches.iter().map(|touch| touch.0).collect();
+        for model in models(config) {
+            let money = split_credit(model, &times, conversion_ts, revenue);
+            let shares = split_credit(model, &times, conversion_ts, CONVERSION_MICROS);
+            for index in 0..touches.len() {
+                if money[index] == 0 && shares[index] == 0 {
+                    continue;
+                }
+                let (touch_ts, touch, touch_kind, campaign_id, ad_id) = touches[index];
+                credits.push(Credit {
+                    model,
+                    conversion: conversion_id,
+                    conversion_ts,
+                    touch,
+                    touch_ts,
+                    touch_kind,
+                    campaign_id,
+                    ad_id,
+                    position: u32::try_from(index).unwrap_or(u32::MAX),
+                    touches: u32::try_from(touches.len()).unwrap_or(u32::MAX),
+                    credit_micros: money[index],
+                    conversion_credit: shares[index],
+                });
+            }
+        }
+    }
+    credits.sort();
+
+    let mut days: BTreeMap<(Id, Id, Model, Millis), (i64, Micros)> = BTreeMap::new();
+    for credit in &credits {
+        let day = credit.conversion_ts - credit.conversion_ts.rem_euclid(DAY_MS);
+        let entry = days
+            .entry((credit.campaign_id, credit.ad_id, credit.model, day))
+            .or_insert((0, 0));
+        entry.0 += credit.conversion_credit;
+        entry.1 += credit.credit_micros;
+    }
+    let by_campaign_day = days
+        .into_iter()
+        .filter(|(_, totals)| *totals != (0, 0))
+        .map(
+            |((campaign_id, ad_id, model, day), (conversion_micros, revenue_micros))| {
+                CampaignDayAttribution {
+                    campaign_id,
+                    ad_id,
+                    model,
+                    day,
+                    conversion_micros,
+                    revenue_micros,
+                }
+            },
+        )
+        .collect();
+    (credits, by_campaign_day)
+}
+
+/// The conversions with no qualifying touch, sorted.
+pub fn unattributed(
+    events: &[Event],
+    invalid: &BTreeSet<EventId>,
+    config: &AttributionConfig,
+) -> Vec<Unattributed> {
+    let mut rows: Vec<Unattributed> = conversions(events)
+        .iter()
+        .filter(|conversion| path(conversion, events, invalid, config).is_empty())
+        .map(
+            |&(conversion, conversion_ts, _, revenue_micros)| Unattributed {
+                conversion,
+                conversion_ts,
+                revenue_micros,
+            },
+        )
+        .collect();
+    rows.sort();
+    rows
+}

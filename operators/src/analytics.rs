@@ -1,0 +1,174 @@
+//! The whole pipeline of operators, composed once: dedup → fraud →
+//! attribution → metrics. Backfill, replay and stream all call
+//! [`AnalyticsExt::analyze`], so on the same events their outputs agree.
+//!
+//! Fraud verdicts feed both attribution and metrics as a collection of
+//! invalid event ids, so a verdict that arrives late moves credit and cost
+//! by correction. Metrics count conversions, and their revenue, by the
+//! last-touch credits of attribution (conversions carry no campaign): every
+//! attribution run includes last touch for this reason.
+
+use adflow::event::{Country, DeviceType, Event, EventId, EventKind};
+use adflow::pipeline::{Time, TimeConfig};
+use differential_dataflow::collection::VecCollection;
+
+use crate::attribution::{Attribution, AttributionConfig, AttributionExt, Model};
+use crate::dedup::{DedupConfig, DedupExt, Duplicate};
+use crate::fraud::{FraudConfig, FraudExt, Verdict};
+use crate::metrics::{AttributedConversion, CampaignMetrics, CampaignMetricsExt, MetricsConfig};
+
+/// Configuration of every family.
+#[derive(Clone, Debug, Default)]
+pub struct AnalyticsConfig {
+    /// Deduplication window.
+    pub dedup: DedupConfig,
+    /// Fraud rules and thresholds.
+    pub fraud: FraudConfig,
+    /// Models and lookback windows.
+    pub attribution: AttributionConfig,
+    /// Metrics retention.
+    pub metrics: MetricsConfig,
+}
+
+impl AnalyticsConfig {
+    /// Sets every family's horizon to the pipeline's, so that what they
+    /// retain matches what the pipeline still admits.
+    pub fn with_horizon_of(mut self, time: &TimeConfig) -> AnalyticsConfig {
+        self.dedup.horizon = time.horizon;
+        self.fraud.horizon = time.horizon;
+        self.attribution.horizon = time.horizon;
+        self.metrics.horizon = time.horizon;
+        self
+    }
+}
+
+/// Every maintained output of the operators.
+pub struct Analytics<'scope> {
+    /// Deduplicated events.
+    pub unique: VecCollection<'scope, Time, Event>,
+    /// Duplicate copies, with the copy they duplicate.
+    pub duplicates: VecCollection<'scope, Time, Duplicate>,
+    /// Fraud verdicts with their evidence.
+    pub verdicts: VecCollection<'scope, Time, Verdict>,
+    /// Ids of flagged events.
+    pub invalid: VecCollection<'scope, Time, EventId>,
+    /// Attribution under every configured model.
+    pub attribution: Attribution<'scope>,
+    /// Hourly, daily and monthly campaign metrics.
+    pub metrics: CampaignMetrics<'scope>,
+}
+
+/// The operators composed over a collection of events.
+pub trait AnalyticsExt<'scope> {
+    /// Runs dedup, fraud, attribution and metrics over these events.
+    ///
+    /// ```
+    /// use adflow_operators::analytics::{AnalyticsConfig, AnalyticsExt};
+    /// use adflow_operators::testing::{run, Feed};
+    /// use adflow::parsing::{json::parse_json, EventValidator};
+    ///
+    /// let lines = [
+    ///     r#"{"event_id":"i1","kind":"impression","ts":"2026-11-01T10:00:00Z","user_id":"u","user_agent":"Mozilla/5.0","campaign_id":"c","ad_id":"a","cost":0.01}"#,
+    ///     r#"{"event_id":"k1","kind":"click","ts":"2026-11-01T10:00:05Z","user_id":"u","user_agent":"Mozilla/5.0","campaign_id":"c","ad_id":"a","cost":0.5}"#,
+    ///     r#"{"event_id":"k1","kind":"click","ts":"2026-11-01T10:00:05Z","user_id":"u","user_agent":"Mozilla/5.0","campaign_id":"c","ad_id":"a","cost":0.5}"#,
+    ///     r#"{"event_id":"v1","kind":"page_view","ts":"2026-11-01T10:00:09Z","user_id":"u"}"#,
+    ///     r#"{"event_id":"o1","kind":"conversion","ts":"2026-11-01T11:00:00Z","user_id":"u","user_agent":"Mozilla/5.0","revenue":20,"order_id":"A"}"#,
+    /// ];
+    /// let events: Vec<_> = lines
+    ///     .iter()
+    ///     .map(|line| parse_json(line.as_bytes()).and_then(|raw| EventValidator::default().validate(&raw)).unwrap())
+    ///     .collect();
+    /// let outcome = run(&Feed::one_batch(), &events, |events| {
+    ///     let analytics = events.analyze(&AnalyticsConfig::default());
+    ///     analytics.metrics.daily
+    /// });
+    /// // One row: the click is valid (an impression before it, a page view
+    /// // after it), so last touch credits the conversion to campaign c.
+    /// assert_eq!(outcome.output.len(), 1);
+    /// let (day, _) = outcome.output.first_key_value().unwrap();
+    /// assert_eq!((day.impressions, day.clicks, day.valid_clicks), (1, 1, 1));
+    /// assert_eq!((day.conversions_micros, day.revenue_micros), (1_000_000, 20_000_000));
+    /// assert_eq!(day.cost_micros, 510_000);
+    /// ```
+    fn analyze(self, config: &AnalyticsConfig) -> Analytics<'scope>;
+}
+
+impl<'scope> AnalyticsExt<'scope> for VecCollection<'scope, Time, Event> {
+    fn analyze(self, config: &AnalyticsConfig) -> Analytics<'scope> {
+        let deduplicated = self.dedup_by_event_id(&config.dedup);
+        let unique = deduplicated.unique;
+        let fraud = unique.clone().flag_fraud(&config.fraud);
+
+        let mut attribution_config = config.attribution.clone();
+        if !attribution_config.models.contains(&Model::LastTouch) {
+            attribution_config.models.push(Model::LastTouch);
+        }
+        let attribution = unique
+            .clone()
+            .attribute(fraud.invalid.clone(), &attribution_config);
+
+        let conversions = last_touch_conversions(unique.clone(), &attribution);
+        let metrics =
+            unique
+                .clone()
+                .campaign_metrics(fraud.invalid.clone(), conversions, &config.metrics);
+        Analytics {
+            unique,
+            duplicates: deduplicated.duplicates,
+            verdicts: fraud.verdicts,
+            invalid: fraud.invalid,
+            attribution,
+            metrics,
+        }
+    }
+}
+
+/// Conversions as last touch credits them, with the conversion's own
+/// country and device as dimensions; unattributed ones under no campaign.
+fn last_touch_conversions<'scope>(
+    unique: VecCollection<'scope, Time, Event>,
+    attribution: &Attribution<'scope>,
+) -> VecCollection<'scope, Time, AttributedConversion> {
+    let dimensions = unique
+        .filter(|event| event.kind == EventKind::Conversion)
+        .map(|event| (event.event_id, (event.country, event.device_type)));
+    let credited = attribution
+        .credits
+        .clone()
+        .filter(|credit| credit.model == Model::LastTouch)
+        .map(|credit| {
+            let conversion = AttributedConversion {
+                conversion: credit.conversion,
+                ts: credit.conversion_ts,
+                campaign_id: Some(credit.campaign_id),
+                ad_id: Some(credit.ad_id),
+                country: Country::UNKNOWN,
+                device_type: DeviceType::Unknown,
+                conversions_micros: credit.conversion_credit,
+                revenue_micros: credit.credit_micros,
+            };
+            (credit.conversion, conversion)
+        });
+    let unattributed = attribution.unattributed.clone().map(|lost| {
+        let conversion = AttributedConversion {
+            conversion: lost.conversion,
+            ts: lost.conversion_ts,
+            campaign_id: None,
+            ad_id: None,
+            country: Country::UNKNOWN,
+            device_type: DeviceType::Unknown,
+            conversions_micros: crate::attribution::CONVERSION_MICROS,
+            revenue_micros: lost.revenue_micros,
+        };
+        (lost.conversion, conversion)
+    });
+    credited
+        .concat(unattributed)
+        .join_map(dimensions, |_, conversion, (country, device_type)| {
+            AttributedConversion {
+                country: *country,
+                device_type: *device_type,
+                ..*conversion
+            }
+        })
+}
