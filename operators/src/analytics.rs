@@ -14,7 +14,7 @@ use differential_dataflow::collection::VecCollection;
 
 use crate::attribution::{Attribution, AttributionConfig, AttributionExt, Model};
 use crate::dedup::{DedupConfig, DedupExt, Duplicate};
-use crate::fraud::{FraudConfig, FraudExt, Verdict};
+use crate::fraud::{FraudConfig, FraudExt, Rule, Verdict};
 use crate::metrics::{AttributedConversion, CampaignMetrics, CampaignMetricsExt, MetricsConfig};
 
 /// Configuration of every family.
@@ -99,7 +99,25 @@ impl<'scope> AnalyticsExt<'scope> for VecCollection<'scope, Time, Event> {
         let unique = deduplicated.unique;
         let fraud = unique.clone().flag_fraud(&config.fraud);
 
+        // A verdict can land up to a rule's lookahead after the event it
+        // flags, so the families that apply verdicts must keep their state
+        // that much longer than the pipeline's horizon to stay exact.
+        let verdict_delay = Rule::ALL
+            .iter()
+            .filter(|rule| config.fraud.enabled(**rule))
+            .map(|rule| config.fraud.lookahead(*rule))
+            .max()
+            .unwrap_or(0);
         let mut attribution_config = config.attribution.clone();
+        attribution_config.horizon = attribution_config
+            .horizon
+            .map(|horizon| horizon.saturating_add(verdict_delay));
+        let metrics_config = MetricsConfig {
+            horizon: config
+                .metrics
+                .horizon
+                .map(|horizon| horizon.saturating_add(verdict_delay)),
+        };
         if !attribution_config.models.contains(&Model::LastTouch) {
             attribution_config.models.push(Model::LastTouch);
         }
@@ -111,7 +129,7 @@ impl<'scope> AnalyticsExt<'scope> for VecCollection<'scope, Time, Event> {
         let metrics =
             unique
                 .clone()
-                .campaign_metrics(fraud.invalid.clone(), conversions, &config.metrics);
+                .campaign_metrics(fraud.invalid.clone(), conversions, &metrics_config);
         Analytics {
             unique,
             duplicates: deduplicated.duplicates,

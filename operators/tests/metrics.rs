@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use adflow::event::{Country, DeviceType, Event, EventId, EventKind};
 use adflow::pipeline::Time;
 use adflow::sinks::{OutputRecord, Value};
-use adflow::timestamp::{Millis, DAY_MS, HOUR_MS, MINUTE_MS};
+use adflow::timestamp::{Millis, DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS};
 use adflow_operators::metrics::{
     AttributedConversion, CampaignMetricsExt, Counters, Granularity, MetricsConfig, MetricsKey,
     MetricsRow,
@@ -389,8 +389,12 @@ fn late_verdict_moves_a_click_to_invalid_and_out_of_the_cost() {
 
 #[test]
 fn verdict_before_its_event_counts_the_event_invalid_at_once() {
-    let click = event(EventKind::Click, 3, TEN, 0, 500_000);
-    let (verdict, arrival) = (at(TEN), at(TEN + MINUTE_MS));
+    // The verdict even arrives in the previous hour, a few seconds ahead
+    // of its event (within the horizon: contract condition 2). It must
+    // outlive the click's hour, or retiring it would unflag the click
+    // before the hour is frozen.
+    let click = event(EventKind::Click, 3, TEN + 10 * SECOND_MS, 0, 500_000);
+    let (verdict, arrival) = (at(TEN - 5 * SECOND_MS), at(TEN + MINUTE_MS));
     let log = changelog(
         vec![
             Round {
