@@ -241,6 +241,38 @@ pub struct Event {
     pub order_id: Option<Id>,
 }
 
+/// Whom an event is attributed to: the user id when the event has one,
+/// otherwise its device id. An event with a user id is never matched through
+/// its device id. Attribution matches touches to conversions on it, and the
+/// per-identity fraud rules count by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Identity {
+    /// A hashed user id.
+    User(Id),
+    /// A hashed device id, for events without a user id.
+    Device(Id),
+}
+
+impl Identity {
+    /// The identity of an event; `None` if it has neither id.
+    pub fn of(event: &Event) -> Option<Identity> {
+        event
+            .user_id
+            .map(Identity::User)
+            .or_else(|| event.device_id.map(Identity::Device))
+    }
+}
+
+/// `user #0123…` or `device #0123…` (the 64-bit hash in hex).
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Identity::User(id) => write!(f, "user {id:?}"),
+            Identity::Device(id) => write!(f, "device {id:?}"),
+        }
+    }
+}
+
 /// What a user agent string reveals, decided once at parse time so the
 /// dataflow never carries the string.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

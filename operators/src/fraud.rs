@@ -86,7 +86,7 @@
 
 use std::fmt;
 
-use adflow::event::{Event, EventId, EventKind, Id};
+use adflow::event::{Event, EventId, EventKind};
 use adflow::pipeline::Time;
 use adflow::sinks::{Column, ColumnType, OutputRecord, Value};
 use adflow::timestamp::Millis;
@@ -253,35 +253,7 @@ impl OutputRecord for Verdict {
     }
 }
 
-/// Who sent an event, for the per-identity rules: the user if known, else
-/// the device.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Identity {
-    /// A known `user_id`.
-    User(Id),
-    /// A `device_id`, for events without a user.
-    Device(Id),
-}
-
-impl Identity {
-    /// The identity of `event`: `user_id`, else `device_id`.
-    pub fn of(event: &Event) -> Option<Identity> {
-        event
-            .user_id
-            .map(Identity::User)
-            .or_else(|| event.device_id.map(Identity::Device))
-    }
-}
-
-/// `user #0123…` or `device #0123…` (the 64-bit hash in hex).
-impl fmt::Display for Identity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Identity::User(id) => write!(f, "user {id:?}"),
-            Identity::Device(id) => write!(f, "device {id:?}"),
-        }
-    }
-}
+pub use adflow::event::Identity;
 
 /// What [`FraudExt::flag_fraud`] produces.
 pub struct Fraud<'scope> {

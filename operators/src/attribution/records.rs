@@ -14,27 +14,7 @@ use super::Model;
 /// One conversion, in micro-conversions: credits of a conversion sum to it.
 pub const CONVERSION_MICROS: i64 = 1_000_000;
 
-/// Whom touches and conversions are matched on: the user id when the event
-/// has one, otherwise its device id. An event with a user id is never
-/// matched through its device id (a click by user `u` on device `d` and a
-/// conversion reported for device `d` alone do not meet).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Identity {
-    /// A hashed user id.
-    User(Id),
-    /// A hashed device id, for events without a user id.
-    Device(Id),
-}
-
-impl Identity {
-    /// The identity of an event; `None` if it has neither id.
-    pub fn of(event: &Event) -> Option<Identity> {
-        event
-            .user_id
-            .map(Identity::User)
-            .or_else(|| event.device_id.map(Identity::Device))
-    }
-}
+pub use adflow::event::Identity;
 
 /// An impression or click that may earn credit.
 ///
