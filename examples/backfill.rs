@@ -102,6 +102,9 @@ struct Args {
     /// No progress bar.
     #[arg(short, long)]
     quiet: bool,
+    /// Print the operators that took the most time, summed over this process's workers.
+    #[arg(long)]
+    profile: bool,
     /// Print help.
     #[arg(long, action = ArgAction::Help)]
     help: Option<bool>,
@@ -260,7 +263,10 @@ fn main() -> anyhow::Result<()> {
         args.process,
         args.hostfile.as_deref(),
     )?;
-    let pipeline = Pipeline::new(files).time(time).timely_config(timely);
+    let pipeline = Pipeline::new(files)
+        .time(time)
+        .timely_config(timely)
+        .profile(args.profile);
 
     let file_settings = match &args.config {
         Some(path) => toml::from_str(
@@ -334,6 +340,9 @@ fn main() -> anyhow::Result<()> {
     print_summary(&summary, file_count, &sinks.handles(), generated.as_ref());
     let tables = tables.lock().unwrap_or_else(|e| e.into_inner());
     tables.print(&models, 10);
+    if args.profile {
+        print_profile(&summary, 25);
+    }
     drop(generated_dir);
     Ok(())
 }
@@ -543,6 +552,41 @@ impl Finisher {
             let _ = poller.join();
         }
         self.bar.finish_and_clear();
+    }
+}
+
+/// The `top` operators by scheduled time. Scopes include their children.
+fn print_profile(summary: &RunSummary, top: usize) {
+    let busy: std::time::Duration = summary
+        .operators
+        .iter()
+        .filter(|op| op.depth() == 2)
+        .map(|op| op.elapsed)
+        .sum();
+    println!();
+    println!(
+        "  operators by time (summed over {} workers; {:.2?} in operators directly under the dataflow)",
+        summary.workers, busy
+    );
+    println!(
+        "  {:>10} {:>6} {:>10}  operator",
+        "time", "share", "scheduled"
+    );
+    for op in summary.operators.iter().take(top) {
+        let share = if busy.is_zero() {
+            0.0
+        } else {
+            100.0 * op.elapsed.as_secs_f64() / busy.as_secs_f64()
+        };
+        println!(
+            "  {:>10.2?} {:>5.1}% {:>10}  {}{} {:?}",
+            op.elapsed,
+            share,
+            op.schedulings,
+            "  ".repeat(op.depth().saturating_sub(2)),
+            op.name,
+            op.address
+        );
     }
 }
 

@@ -14,6 +14,7 @@ pub mod money;
 pub mod parsing;
 pub mod pipeline;
 pub mod prelude;
+pub mod profile;
 pub mod schema;
 pub mod sinks;
 pub mod sources;

@@ -36,6 +36,7 @@ use timely::dataflow::{ProbeHandle, Scope};
 use crate::dead_letter::{DeadLetter, Position, Reason, ReasonCounts};
 use crate::event::{Event, EventKind};
 use crate::parsing::{EventValidator, DEFAULT_MAX_CLOCK_SKEW};
+use crate::profile::{OperatorTime, WorkerProfile};
 use crate::sources::{InputFile, Progress, SourceError, UnitReader, WorkPlan};
 use crate::timestamp::{Millis, HOUR_MS, SECOND_MS};
 
@@ -169,6 +170,8 @@ pub struct RunSummary {
     pub input_bytes: u64,
     /// Wall time of the run.
     pub elapsed: Duration,
+    /// Time per operator, longest first, when [`Pipeline::profile`] was set.
+    pub operators: Vec<OperatorTime>,
 }
 
 impl RunSummary {
@@ -191,6 +194,7 @@ impl RunSummary {
         self.events.merge(&other.events);
         self.dead_letters.merge(&other.dead_letters);
         self.admitted_late += other.admitted_late;
+        crate::profile::merge(&mut self.operators, other.operators.clone());
     }
 }
 
@@ -215,6 +219,7 @@ pub struct Pipeline {
     time: TimeConfig,
     timely: timely::Config,
     progress: Arc<Progress>,
+    profile: bool,
 }
 
 impl Pipeline {
@@ -230,6 +235,7 @@ impl Pipeline {
             time: TimeConfig::backfill(),
             timely: timely::Config::thread(),
             progress,
+            profile: false,
         }
     }
 
@@ -251,6 +257,12 @@ impl Pipeline {
         self
     }
 
+    /// Records the time spent in each operator into [`RunSummary::operators`].
+    pub fn profile(mut self, enabled: bool) -> Pipeline {
+        self.profile = enabled;
+        self
+    }
+
     /// Counters to poll for a progress display while `run` executes.
     pub fn progress(&self) -> Arc<Progress> {
         Arc::clone(&self.progress)
@@ -268,9 +280,11 @@ impl Pipeline {
             time,
             timely,
             progress,
+            profile,
         } = self;
         let input_bytes = plan.total_bytes();
         let guards = timely::execute(timely, move |worker| {
+            let recording = profile.then(|| WorkerProfile::install(worker));
             let (mut events_in, mut dead_in, probe) = worker.dataflow::<Time, _, _>(|scope| {
                 let (events_in, events) = scope.new_collection::<Event, isize>();
                 let (dead_in, dead_letters) = scope.new_collection::<DeadLetter, isize>();
@@ -338,6 +352,9 @@ impl Pipeline {
             drop(events_in);
             drop(dead_in);
             while worker.step_or_park(None) {}
+            if let Some(recording) = recording {
+                summary.operators = recording.finish(worker);
+            }
             summary
         })
         .map_err(PipelineError::Timely)?;
