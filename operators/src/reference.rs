@@ -3,6 +3,7 @@
 //! multiset of events and compute the answer from scratch, as plainly as
 //! possible, with no incremental state.
 
+pub mod analytics;
 pub mod attribution;
 pub mod dedup;
 pub mod fraud;

@@ -4,6 +4,8 @@
 //! shuffled arrival, batches, a watermark with lateness, late events
 //! admitted as corrections, deletions — on 1 or more workers, and returns
 //! the final consolidated output next to the events that were admitted.
+//!
+//! [`reference::analytics::analyze`]: crate::reference::analytics::analyze
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -17,6 +19,9 @@ use differential_dataflow::collection::VecCollection;
 use differential_dataflow::input::Input;
 use differential_dataflow::ExchangeData;
 use proptest::prelude::*;
+
+use crate::analytics::Analytics;
+use crate::reference::analytics::AnalyticsRow;
 use timely::dataflow::ProbeHandle;
 
 /// 2026-11-01T00:00:00Z, the start of generated streams.
@@ -149,6 +154,26 @@ where
     output.retain(|_, diff| *diff != 0);
     let admitted = std::mem::take(&mut *admitted_out.lock().unwrap_or_else(|e| e.into_inner()));
     Outcome { output, admitted }
+}
+
+/// Every output of [`analyze`](crate::analytics::AnalyticsExt::analyze)
+/// as one collection, to compare with [`reference::analytics::analyze`].
+pub fn analytics_rows(analytics: Analytics<'_>) -> VecCollection<'_, Time, AnalyticsRow> {
+    analytics
+        .duplicates
+        .map(AnalyticsRow::Duplicate)
+        .concat(analytics.verdicts.map(AnalyticsRow::Verdict))
+        .concat(analytics.attribution.credits.map(AnalyticsRow::Credit))
+        .concat(analytics.attribution.by_campaign_day.map(AnalyticsRow::Day))
+        .concat(
+            analytics
+                .attribution
+                .unattributed
+                .map(AnalyticsRow::Unattributed),
+        )
+        .concat(analytics.metrics.hourly.map(AnalyticsRow::Metrics))
+        .concat(analytics.metrics.daily.map(AnalyticsRow::Metrics))
+        .concat(analytics.metrics.monthly.map(AnalyticsRow::Metrics))
 }
 
 /// A multiset from a list of records, for comparing with [`Outcome::output`].
