@@ -87,7 +87,7 @@ use serde::{Deserialize, Serialize};
 
 mod operator;
 
-use operator::{dedup_stage, Verdict};
+use operator::dedup_stage;
 
 /// How deduplication decides and how long it remembers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -458,22 +458,20 @@ fn build<'scope>(
         config,
         DuplicateReason::EventId,
         event_key,
+        has_order,
         gauge.clone(),
     );
-    let kept = by_id.clone().flat_map(Verdict::kept);
     let by_order = dedup_stage(
-        kept.clone().filter(has_order),
+        by_id.diverted,
         &format!("{name}: by order id"),
         config,
         DuplicateReason::OrderId,
         order_key,
+        |_| false,
         gauge,
     );
-    let unique = kept
-        .filter(|event| !has_order(event))
-        .concat(by_order.clone().flat_map(Verdict::kept));
-    let duplicates = by_id
-        .flat_map(Verdict::duplicate)
-        .concat(by_order.flat_map(Verdict::duplicate));
-    Deduplicated { unique, duplicates }
+    Deduplicated {
+        unique: by_id.kept.concat(by_order.kept),
+        duplicates: by_id.duplicates.concat(by_order.duplicates),
+    }
 }
