@@ -26,6 +26,9 @@
 //!   the whole backfill (the `dataflow, W workers` time). The final answer
 //!   must again equal the reference on all events.
 //!
+//! With `ADFLOW_E2E_PROFILE=1` each worker prints the operators that took
+//! the most time in the late phase.
+//!
 //! Throughput is input events per second of wall time. Results print as a
 //! Markdown table for `docs/benchmarks.md`.
 
@@ -37,6 +40,7 @@ use std::time::{Duration, Instant};
 use adflow::event::Event;
 use adflow::parsing::EventValidator;
 use adflow::pipeline::{Admission, EventClock, Pipeline, Time, TimeConfig};
+use adflow::profile::{since, WorkerProfile};
 use adflow::sources::{discover, InputFile, Progress, UnitReader, WorkPlan};
 use adflow::write::FileFormat;
 use adflow_datagen::{generate_to_dir, GeneratorConfig};
@@ -290,7 +294,9 @@ fn late_run(
         + 1;
     let events = Arc::new(events.to_vec());
     let config = config.clone();
+    let profile = std::env::var_os("ADFLOW_E2E_PROFILE").is_some();
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
+        let recording = profile.then(|| WorkerProfile::install(worker));
         let answer = Arc::new(Mutex::new(Answer::new()));
         let probe = ProbeHandle::new();
         let sink = Arc::clone(&answer);
@@ -329,6 +335,10 @@ fn late_run(
         worker.step_while(|| probe.less_than(&end));
         let initial = started.elapsed();
 
+        let before = recording
+            .as_ref()
+            .map(|recording| recording.snapshot(worker))
+            .unwrap_or_default();
         let started = Instant::now();
         for (_, event) in &late {
             input.update_at(**event, end, 1);
@@ -337,6 +347,16 @@ fn late_run(
         input.flush();
         worker.step_while(|| probe.less_than(&(end + 1)));
         let late_elapsed = started.elapsed();
+        if let Some(recording) = &recording {
+            let mut late_ops = since(&before, recording.snapshot(worker));
+            late_ops.sort_by_key(|op| std::cmp::Reverse(op.elapsed));
+            for op in late_ops.iter().take(15) {
+                println!(
+                    "  worker {index} late phase: {:>10.2?} {} {:?}",
+                    op.elapsed, op.name, op.address
+                );
+            }
+        }
 
         drop(input);
         while worker.step_or_park(None) {}

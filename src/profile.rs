@@ -87,14 +87,40 @@ impl WorkerProfile {
         WorkerProfile(recorder)
     }
 
-    /// Stops recording and returns what was recorded.
-    pub fn finish(self, worker: &mut Worker) -> Vec<OperatorTime> {
+    /// What was recorded so far (recording goes on).
+    pub fn snapshot(&self, worker: &mut Worker) -> Vec<OperatorTime> {
         if let Some(mut registry) = worker.log_register() {
             registry.flush();
         }
         let recorder = self.0.borrow();
         recorder.operators.values().cloned().collect()
     }
+
+    /// Stops recording and returns what was recorded.
+    pub fn finish(self, worker: &mut Worker) -> Vec<OperatorTime> {
+        let recorded = self.snapshot(worker);
+        if let Some(mut registry) = worker.log_register() {
+            registry.remove("timely");
+        }
+        recorded
+    }
+}
+
+/// The time spent in each operator between two snapshots of one worker.
+pub fn since(before: &[OperatorTime], after: Vec<OperatorTime>) -> Vec<OperatorTime> {
+    after
+        .into_iter()
+        .map(|mut op| {
+            if let Some(old) = before
+                .iter()
+                .find(|old| old.address == op.address && old.name == op.name)
+            {
+                op.elapsed = op.elapsed.saturating_sub(old.elapsed);
+                op.schedulings = op.schedulings.saturating_sub(old.schedulings);
+            }
+            op
+        })
+        .collect()
 }
 
 /// Adds `more` into `total`, matching operators by address and name.
