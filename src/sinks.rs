@@ -74,6 +74,7 @@ mod parquet;
 mod table;
 #[cfg(test)]
 mod tests;
+mod text;
 
 pub use operator::{SinkExt, SinkHandle, SinkReport};
 

@@ -4,13 +4,16 @@
 use std::sync::Arc;
 
 use super::output::{io_error, ByteSink, RowWriter};
+use super::text::push_display;
 use super::{Column, SinkError, Value};
 
 /// Writes rows through the `csv` crate (quoting as needed).
 pub(crate) struct CsvWriter {
     writer: csv::Writer<ByteSink>,
     target: String,
-    record: csv::StringRecord,
+    /// Reused for every row, so that a row costs no allocation.
+    record: csv::ByteRecord,
+    cell: Vec<u8>,
 }
 
 impl CsvWriter {
@@ -18,7 +21,8 @@ impl CsvWriter {
         CsvWriter {
             writer: csv::Writer::from_writer(bytes),
             target,
-            record: csv::StringRecord::new(),
+            record: csv::ByteRecord::new(),
+            cell: Vec::new(),
         }
     }
 
@@ -41,10 +45,14 @@ impl RowWriter for CsvWriter {
     fn write_row(&mut self, row: &[Value]) -> Result<(), SinkError> {
         self.record.clear();
         for value in row {
-            self.record.push_field(&value.to_string());
+            self.cell.clear();
+            push_display(&mut self.cell, value);
+            self.record.push_field(&self.cell);
         }
+        // Quotes exactly as `write_record` does, with a faster path when the
+        // row fits the writer's buffer.
         self.writer
-            .write_record(&self.record)
+            .write_byte_record(&self.record)
             .map_err(|source| self.error(source))
     }
 

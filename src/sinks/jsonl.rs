@@ -4,18 +4,20 @@
 //! `format_micros`, never through `f64`), times as RFC 3339 strings,
 //! non-finite floats and `Null` as `null`.
 
+use std::io::Write as _;
+
 use super::output::{io_error, ByteSink, RowWriter};
+use super::text::{push_i64, push_json_string, push_micros, push_rfc3339};
 use super::{Column, SinkError, Value};
-use crate::money::format_micros;
-use crate::timestamp::format_rfc3339;
 
 /// Writes each row as one line.
 pub(crate) struct JsonlWriter {
     bytes: ByteSink,
     target: String,
     /// Each column's `"name":` prefix, escaped once.
-    keys: Vec<String>,
-    line: String,
+    keys: Vec<Vec<u8>>,
+    /// Reused for every row, so that a row costs no allocation.
+    line: Vec<u8>,
 }
 
 impl JsonlWriter {
@@ -24,7 +26,7 @@ impl JsonlWriter {
             bytes,
             target,
             keys: Vec::new(),
-            line: String::new(),
+            line: Vec::new(),
         }
     }
 }
@@ -34,8 +36,9 @@ impl RowWriter for JsonlWriter {
         self.keys = columns
             .iter()
             .map(|column| {
-                let mut key = json_string(column.name);
-                key.push(':');
+                let mut key = Vec::new();
+                push_json_string(&mut key, column.name);
+                key.push(b':');
                 key
             })
             .collect();
@@ -44,17 +47,17 @@ impl RowWriter for JsonlWriter {
 
     fn write_row(&mut self, row: &[Value]) -> Result<(), SinkError> {
         self.line.clear();
-        self.line.push('{');
+        self.line.push(b'{');
         for (index, (key, value)) in self.keys.iter().zip(row).enumerate() {
             if index > 0 {
-                self.line.push(',');
+                self.line.push(b',');
             }
-            self.line.push_str(key);
+            self.line.extend_from_slice(key);
             push_value(&mut self.line, value);
         }
-        self.line.push_str("}\n");
+        self.line.extend_from_slice(b"}\n");
         self.bytes
-            .write_all(self.line.as_bytes())
+            .write_all(&self.line)
             .map_err(io_error(&self.target))
     }
 
@@ -67,23 +70,25 @@ impl RowWriter for JsonlWriter {
     }
 }
 
-fn push_value(line: &mut String, value: &Value) {
+fn push_value(line: &mut Vec<u8>, value: &Value) {
     match value {
-        Value::Null => line.push_str("null"),
-        Value::Bool(value) => line.push_str(if *value { "true" } else { "false" }),
-        Value::I64(value) => line.push_str(&value.to_string()),
+        Value::Null => line.extend_from_slice(b"null"),
+        Value::Bool(value) => line.extend_from_slice(if *value { b"true" } else { b"false" }),
+        Value::I64(value) => push_i64(line, *value),
         Value::F64(value) => match serde_json::Number::from_f64(*value) {
-            Some(number) => line.push_str(&number.to_string()),
-            None => line.push_str("null"),
+            // Writing to a `Vec` cannot fail.
+            Some(number) => {
+                let _ = write!(line, "{number}");
+            }
+            None => line.extend_from_slice(b"null"),
         },
-        Value::Text(text) => line.push_str(&json_string(text)),
-        Value::Time(ms) => line.push_str(&json_string(&format_rfc3339(*ms))),
-        Value::Money(micros) => line.push_str(&format_micros(*micros)),
+        Value::Text(text) => push_json_string(line, text),
+        Value::Time(ms) => {
+            // RFC 3339 text holds nothing JSON escapes.
+            line.push(b'"');
+            push_rfc3339(line, *ms);
+            line.push(b'"');
+        }
+        Value::Money(micros) => push_micros(line, *micros),
     }
-}
-
-/// `text` as a JSON string literal.
-fn json_string(text: &str) -> String {
-    // Serialising a `str` cannot fail; the fallback only keeps this total.
-    serde_json::to_string(text).unwrap_or_else(|_| String::from("null"))
 }

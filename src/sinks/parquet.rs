@@ -11,8 +11,8 @@ use std::io::Write;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanArray, Decimal128Array, Float64Array, Int64Array, StringArray,
-    TimestampMillisecondArray,
+    ArrayRef, BooleanBuilder, Decimal128Builder, Float64Builder, Int64Builder, StringBuilder,
+    TimestampMillisecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
@@ -37,10 +37,12 @@ pub(crate) struct ParquetWriter {
     /// The byte stream until `begin` hands it to the Arrow writer.
     bytes: Option<ByteSink>,
     target: String,
-    columns: Vec<Column>,
     schema: Option<SchemaRef>,
     writer: Option<ArrowWriter<ByteSink>>,
-    pending: Vec<Vec<Value>>,
+    /// The pending rows, appended column by column as they arrive rather
+    /// than kept as rows: no copy of each row, and no second pass.
+    builders: Vec<ColumnBuilder>,
+    pending: usize,
 }
 
 impl ParquetWriter {
@@ -48,10 +50,10 @@ impl ParquetWriter {
         ParquetWriter {
             bytes: Some(bytes),
             target,
-            columns: Vec::new(),
             schema: None,
             writer: None,
-            pending: Vec::new(),
+            builders: Vec::new(),
+            pending: 0,
         }
     }
 
@@ -71,22 +73,21 @@ impl ParquetWriter {
 
     /// Writes the pending rows as one record batch.
     fn write_pending(&mut self) -> Result<(), SinkError> {
-        if self.pending.is_empty() {
+        if self.pending == 0 {
             return Ok(());
         }
         let (Some(schema), Some(_)) = (self.schema.clone(), self.writer.as_ref()) else {
             return Ok(());
         };
+        self.pending = 0;
         let arrays = self
-            .columns
-            .iter()
-            .enumerate()
-            .map(|(index, column)| array(column.ty, &self.pending, index))
+            .builders
+            .iter_mut()
+            .map(ColumnBuilder::finish)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|source| self.arrow_error(source))?;
         let batch =
             RecordBatch::try_new(schema, arrays).map_err(|source| self.arrow_error(source))?;
-        self.pending.clear();
         match self.writer.as_mut().map(|writer| writer.write(&batch)) {
             Some(Err(source)) => Err(self.parquet_error(source)),
             _ => Ok(()),
@@ -96,7 +97,10 @@ impl ParquetWriter {
 
 impl RowWriter for ParquetWriter {
     fn begin(&mut self, columns: &[Column]) -> Result<(), SinkError> {
-        self.columns = columns.to_vec();
+        self.builders = columns
+            .iter()
+            .map(|column| ColumnBuilder::new(column.ty))
+            .collect();
         let schema: SchemaRef = Arc::new(Schema::new(
             columns
                 .iter()
@@ -117,8 +121,12 @@ impl RowWriter for ParquetWriter {
     }
 
     fn write_row(&mut self, row: &[Value]) -> Result<(), SinkError> {
-        self.pending.push(row.to_vec());
-        if self.pending.len() >= BATCH_ROWS {
+        // The caller has checked the row's arity; a missing value is null.
+        for (index, builder) in self.builders.iter_mut().enumerate() {
+            builder.append(row.get(index).unwrap_or(&Value::Null));
+        }
+        self.pending += 1;
+        if self.pending >= BATCH_ROWS {
             self.write_pending()?;
         }
         Ok(())
@@ -152,64 +160,65 @@ pub(crate) fn data_type(ty: ColumnType) -> DataType {
     }
 }
 
-/// Column `index` of `rows` as an array of type `ty`. Values that do not fit
-/// the type (the caller has checked they all do) become nulls.
-fn array(ty: ColumnType, rows: &[Vec<Value>], index: usize) -> Result<ArrayRef, ArrowError> {
-    let cells = rows
-        .iter()
-        .map(|row| row.get(index).unwrap_or(&Value::Null));
-    Ok(match ty {
-        ColumnType::Bool => Arc::new(
-            cells
-                .map(|value| match value {
-                    Value::Bool(value) => Some(*value),
-                    _ => None,
-                })
-                .collect::<BooleanArray>(),
-        ),
-        ColumnType::I64 => Arc::new(
-            cells
-                .map(|value| match value {
-                    Value::I64(value) => Some(*value),
-                    _ => None,
-                })
-                .collect::<Int64Array>(),
-        ),
-        ColumnType::F64 => Arc::new(
-            cells
-                .map(|value| match value {
-                    Value::F64(value) => Some(*value),
-                    _ => None,
-                })
-                .collect::<Float64Array>(),
-        ),
-        ColumnType::Text => Arc::new(
-            cells
-                .map(|value| match value {
-                    Value::Text(value) => Some(value.as_str()),
-                    _ => None,
-                })
-                .collect::<StringArray>(),
-        ),
-        ColumnType::Time => Arc::new(
-            cells
-                .map(|value| match value {
-                    Value::Time(ms) => Some(*ms),
-                    _ => None,
-                })
-                .collect::<TimestampMillisecondArray>()
-                .with_timezone("UTC"),
-        ),
-        ColumnType::Money => {
-            let money = cells
-                .map(|value| match value {
-                    Value::Money(micros) => Some(i128::from(*micros)),
-                    _ => None,
-                })
-                .collect::<Decimal128Array>()
-                .with_precision_and_scale(MONEY_PRECISION, MONEY_SCALE)?;
-            money.validate_decimal_precision(MONEY_PRECISION)?;
-            Arc::new(money)
+/// One column of the pending rows, in its Arrow builder.
+enum ColumnBuilder {
+    Bool(BooleanBuilder),
+    I64(Int64Builder),
+    F64(Float64Builder),
+    Text(StringBuilder),
+    Time(TimestampMillisecondBuilder),
+    Money(Decimal128Builder),
+}
+
+impl ColumnBuilder {
+    fn new(ty: ColumnType) -> ColumnBuilder {
+        match ty {
+            ColumnType::Bool => ColumnBuilder::Bool(BooleanBuilder::new()),
+            ColumnType::I64 => ColumnBuilder::I64(Int64Builder::new()),
+            ColumnType::F64 => ColumnBuilder::F64(Float64Builder::new()),
+            ColumnType::Text => ColumnBuilder::Text(StringBuilder::new()),
+            ColumnType::Time => ColumnBuilder::Time(TimestampMillisecondBuilder::new()),
+            ColumnType::Money => ColumnBuilder::Money(Decimal128Builder::new()),
         }
-    })
+    }
+
+    /// Appends `value`; a value that does not fit the column's type (the
+    /// caller has checked they all do) becomes a null.
+    fn append(&mut self, value: &Value) {
+        match (self, value) {
+            (ColumnBuilder::Bool(builder), Value::Bool(value)) => builder.append_value(*value),
+            (ColumnBuilder::I64(builder), Value::I64(value)) => builder.append_value(*value),
+            (ColumnBuilder::F64(builder), Value::F64(value)) => builder.append_value(*value),
+            (ColumnBuilder::Text(builder), Value::Text(value)) => builder.append_value(value),
+            (ColumnBuilder::Time(builder), Value::Time(ms)) => builder.append_value(*ms),
+            (ColumnBuilder::Money(builder), Value::Money(micros)) => {
+                builder.append_value(i128::from(*micros))
+            }
+            (ColumnBuilder::Bool(builder), _) => builder.append_null(),
+            (ColumnBuilder::I64(builder), _) => builder.append_null(),
+            (ColumnBuilder::F64(builder), _) => builder.append_null(),
+            (ColumnBuilder::Text(builder), _) => builder.append_null(),
+            (ColumnBuilder::Time(builder), _) => builder.append_null(),
+            (ColumnBuilder::Money(builder), _) => builder.append_null(),
+        }
+    }
+
+    /// The appended values as an array of the column's Arrow type; the
+    /// builder is left empty for the next batch.
+    fn finish(&mut self) -> Result<ArrayRef, ArrowError> {
+        Ok(match self {
+            ColumnBuilder::Bool(builder) => Arc::new(builder.finish()),
+            ColumnBuilder::I64(builder) => Arc::new(builder.finish()),
+            ColumnBuilder::F64(builder) => Arc::new(builder.finish()),
+            ColumnBuilder::Text(builder) => Arc::new(builder.finish()),
+            ColumnBuilder::Time(builder) => Arc::new(builder.finish().with_timezone("UTC")),
+            ColumnBuilder::Money(builder) => {
+                let money = builder
+                    .finish()
+                    .with_precision_and_scale(MONEY_PRECISION, MONEY_SCALE)?;
+                money.validate_decimal_precision(MONEY_PRECISION)?;
+                Arc::new(money)
+            }
+        })
+    }
 }
