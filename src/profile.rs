@@ -18,6 +18,8 @@ use timely::worker::Worker;
 /// Time spent in one operator.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OperatorTime {
+    /// Timely's worker-unique operator id (the same on every worker).
+    pub id: usize,
     /// The operator's name, as given to timely.
     pub name: String,
     /// Its address in the dataflow graph (dataflow index, then nested scopes).
@@ -59,6 +61,7 @@ impl WorkerProfile {
                             recorder.operators.insert(
                                 op.id,
                                 OperatorTime {
+                                    id: op.id,
                                     name: op.name.clone(),
                                     address: op.addr.clone(),
                                     elapsed: Duration::ZERO,
@@ -138,4 +141,90 @@ pub fn merge(total: &mut Vec<OperatorTime>, more: Vec<OperatorTime>) {
         }
     }
     total.sort_by_key(|op| std::cmp::Reverse(op.elapsed));
+}
+
+/// Updates a worker holds in differential arrangements: in the traces'
+/// batches (as the spine reports batches, merges and drops) and in the
+/// batchers (updates waiting for their time to complete). This is the
+/// state of every `arrange`, `join`, `reduce`, `count` and `distinct`;
+/// custom operators that keep their own state (dedup) report it themselves.
+///
+/// Install before building the dataflows whose arrangements it should see.
+pub struct ArrangedState(Rc<RefCell<(ArrangedCounts, HashMap<usize, i64>)>>);
+
+/// The counts of an [`ArrangedState`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ArrangedCounts {
+    /// Updates in trace batches.
+    pub traces: i64,
+    /// Updates in batchers.
+    pub batchers: i64,
+}
+
+impl ArrangedCounts {
+    /// Updates held in total.
+    pub fn total(&self) -> i64 {
+        self.traces + self.batchers
+    }
+}
+
+impl ArrangedState {
+    /// Starts counting on this worker.
+    pub fn install(worker: &mut Worker) -> ArrangedState {
+        use differential_dataflow::logging::{DifferentialEvent, DifferentialEventBuilder};
+        let counts = Rc::new(RefCell::new((ArrangedCounts::default(), HashMap::new())));
+        let sink = Rc::clone(&counts);
+        let size = |length: usize| i64::try_from(length).unwrap_or(i64::MAX);
+        if let Some(mut registry) = worker.log_register() {
+            registry.insert::<DifferentialEventBuilder, _>(
+                "differential/arrange",
+                move |_, events| {
+                    let Some(events) = events else { return };
+                    let (counts, by_operator) = &mut *sink.borrow_mut();
+                    for (_, event) in events.iter() {
+                        let (operator, traces, batchers) = match event {
+                            DifferentialEvent::Batch(batch) => {
+                                (batch.operator, size(batch.length), 0)
+                            }
+                            DifferentialEvent::Merge(merge) => match merge.complete {
+                                Some(merged) => (
+                                    merge.operator,
+                                    size(merged) - size(merge.length1) - size(merge.length2),
+                                    0,
+                                ),
+                                None => continue,
+                            },
+                            DifferentialEvent::Drop(drop) => (drop.operator, -size(drop.length), 0),
+                            DifferentialEvent::Batcher(batcher) => {
+                                (batcher.operator, 0, batcher.records_diff as i64)
+                            }
+                            _ => continue,
+                        };
+                        counts.traces += traces;
+                        counts.batchers += batchers;
+                        *by_operator.entry(operator).or_insert(0) += traces + batchers;
+                    }
+                },
+            );
+        }
+        ArrangedState(counts)
+    }
+
+    /// The counts now.
+    pub fn counts(&self, worker: &mut Worker) -> ArrangedCounts {
+        if let Some(mut registry) = worker.log_register() {
+            registry.flush();
+        }
+        self.0.borrow().0
+    }
+
+    /// Updates held per operator (by timely operator id, as in
+    /// [`WorkerProfile`]'s log), largest first.
+    pub fn by_operator(&self, worker: &mut Worker) -> Vec<(usize, i64)> {
+        self.counts(worker);
+        let mut operators: Vec<(usize, i64)> =
+            self.0.borrow().1.iter().map(|(id, n)| (*id, *n)).collect();
+        operators.sort_by_key(|(id, n)| (std::cmp::Reverse(*n), *id));
+        operators
+    }
 }
