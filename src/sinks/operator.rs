@@ -1,12 +1,12 @@
 //! The sink operator: [`SinkExt`] on `VecCollection`, and the [`SinkHandle`]
 //! through which it reports.
 
-use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use differential_dataflow::collection::VecCollection;
+use differential_dataflow::consolidation::consolidate;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
@@ -196,6 +196,10 @@ where
     }
 }
 
+/// Fewest consolidated snapshot entries assumed when deciding to
+/// consolidate, so that small inputs are not sorted on every batch.
+const MIN_SETTLED: usize = 1 << 12;
+
 /// The state of one worker's sink operator.
 struct SinkCore<T, D> {
     spec: SinkSpec,
@@ -203,8 +207,12 @@ struct SinkCore<T, D> {
     /// Whether this worker writes (worker 0).
     writes: bool,
     handle: SinkHandle,
-    /// Snapshot mode: the accumulated contents.
-    contents: BTreeMap<D, isize>,
+    /// Snapshot mode: the updates received, consolidated (sorted by record,
+    /// one entry per record, no zeros) up to `settled`. Appending and
+    /// consolidating now and then costs far less than a map update per
+    /// record, and the output needs them sorted anyway.
+    contents: Vec<(D, isize)>,
+    settled: usize,
     /// Changelog mode: updates by time, not yet final.
     changes: BTreeMap<T, Vec<(D, isize)>>,
     /// Changelog mode: the open output.
@@ -225,7 +233,8 @@ where
             spec,
             writes,
             handle,
-            contents: BTreeMap::new(),
+            contents: Vec::new(),
+            settled: 0,
             changes: BTreeMap::new(),
             output: None,
             failed: false,
@@ -240,20 +249,16 @@ where
         }
         match self.spec.mode {
             SinkMode::Snapshot => {
-                for (record, _time, diff) in updates.drain(..) {
-                    match self.contents.entry(record) {
-                        Entry::Occupied(mut entry) => {
-                            *entry.get_mut() += diff;
-                            if *entry.get() == 0 {
-                                entry.remove();
-                            }
-                        }
-                        Entry::Vacant(entry) => {
-                            if diff != 0 {
-                                entry.insert(diff);
-                            }
-                        }
-                    }
+                self.contents.extend(
+                    updates
+                        .drain(..)
+                        .map(|(record, _time, diff)| (record, diff)),
+                );
+                // Consolidating once the unconsolidated tail is as long as
+                // the consolidated head keeps memory within about twice the
+                // contents and sorts each update a bounded number of times.
+                if self.contents.len() >= 2 * self.settled.max(MIN_SETTLED) {
+                    self.settle();
                 }
             }
             SinkMode::Changelog => {
@@ -262,6 +267,12 @@ where
                 }
             }
         }
+    }
+
+    /// Consolidates the snapshot contents.
+    fn settle(&mut self) {
+        consolidate(&mut self.contents);
+        self.settled = self.contents.len();
     }
 
     /// Writes the changelog for every time not in advance of `frontier`
@@ -344,14 +355,17 @@ where
                 self.fail(error);
             }
         }
-        self.contents.clear();
+        self.contents = Vec::new();
+        self.settled = 0;
         self.changes.clear();
         self.handle.close();
     }
 
     fn write_snapshot(&mut self) -> Result<(), SinkError> {
         let mut output = Output::open(&self.spec, self.columns.clone(), true)?;
+        self.settle();
         let contents = std::mem::take(&mut self.contents);
+        self.settled = 0;
         for (record, count) in contents {
             if count < 0 {
                 self.handle.record(SinkError::NegativeMultiplicity {
@@ -393,21 +407,8 @@ where
         self.handle.record(error);
         self.failed = true;
         self.output = None;
-        self.contents.clear();
+        self.contents = Vec::new();
+        self.settled = 0;
         self.changes.clear();
     }
-}
-
-/// Sorts `updates` by record, sums the diffs of equal records and drops zeros.
-fn consolidate<D: Ord>(updates: &mut Vec<(D, isize)>) {
-    updates.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut merged: Vec<(D, isize)> = Vec::with_capacity(updates.len());
-    for (record, diff) in updates.drain(..) {
-        match merged.last_mut() {
-            Some((last, total)) if *last == record => *total += diff,
-            _ => merged.push((record, diff)),
-        }
-    }
-    merged.retain(|(_, diff)| *diff != 0);
-    *updates = merged;
 }
