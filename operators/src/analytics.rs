@@ -8,13 +8,14 @@
 //! last-touch credits of attribution (conversions carry no campaign): every
 //! attribution run includes last touch for this reason.
 
-use adflow::event::{Country, DeviceType, Event, EventId, EventKind};
+use adflow::event::{Country, DeviceType, Event, EventId};
 use adflow::pipeline::{Time, TimeConfig};
 use differential_dataflow::collection::VecCollection;
 
 use crate::attribution::{Attribution, AttributionConfig, AttributionExt, Model};
 use crate::dedup::{DedupConfig, DedupExt, Duplicate};
-use crate::fraud::{FraudConfig, FraudExt, Rule, Verdict};
+use crate::fraud::{flag_fraud_by_kind, FraudConfig, Rule, Verdict};
+use crate::kinds::ByKind;
 use crate::metrics::{AttributedConversion, CampaignMetrics, CampaignMetricsExt, MetricsConfig};
 
 /// Configuration of every family.
@@ -97,7 +98,10 @@ impl<'scope> AnalyticsExt<'scope> for VecCollection<'scope, Time, Event> {
     fn analyze(self, config: &AnalyticsConfig) -> Analytics<'scope> {
         let deduplicated = self.dedup_by_event_id(&config.dedup);
         let unique = deduplicated.unique;
-        let fraud = unique.clone().flag_fraud(&config.fraud);
+        // Every family reads only some kinds: split once, so that each
+        // reads (and timely copies for it) only those.
+        let kinds = ByKind::split(unique.clone(), "Analytics");
+        let fraud = flag_fraud_by_kind(&kinds, "Fraud", &config.fraud);
 
         // A verdict can land up to a rule's lookahead after the event it
         // flags, so the families that apply verdicts must keep their state
@@ -121,15 +125,22 @@ impl<'scope> AnalyticsExt<'scope> for VecCollection<'scope, Time, Event> {
         if !attribution_config.models.contains(&Model::LastTouch) {
             attribution_config.models.push(Model::LastTouch);
         }
-        let attribution = unique
+        // Touches are impressions and clicks, for attribution and metrics
+        // alike; `attribute` is `arrange_touches` then `attribute_arranged`.
+        let touch_events = kinds.impressions.clone().concat(kinds.clicks.clone());
+        let touches = touch_events
             .clone()
-            .attribute(fraud.invalid.clone(), &attribution_config);
+            .arrange_touches("Attribution", &attribution_config);
+        let attribution = kinds.conversions.clone().attribute_arranged(
+            "Attribution",
+            &touches,
+            fraud.invalid.clone(),
+            &attribution_config,
+        );
 
-        let conversions = last_touch_conversions(unique.clone(), &attribution);
+        let conversions = last_touch_conversions(kinds.conversions, &attribution);
         let metrics =
-            unique
-                .clone()
-                .campaign_metrics(fraud.invalid.clone(), conversions, &metrics_config);
+            touch_events.campaign_metrics(fraud.invalid.clone(), conversions, &metrics_config);
         Analytics {
             unique,
             duplicates: deduplicated.duplicates,
@@ -144,12 +155,10 @@ impl<'scope> AnalyticsExt<'scope> for VecCollection<'scope, Time, Event> {
 /// Conversions as last touch credits them, with the conversion's own
 /// country and device as dimensions; unattributed ones under no campaign.
 fn last_touch_conversions<'scope>(
-    unique: VecCollection<'scope, Time, Event>,
+    conversions: VecCollection<'scope, Time, Event>,
     attribution: &Attribution<'scope>,
 ) -> VecCollection<'scope, Time, AttributedConversion> {
-    let dimensions = unique
-        .filter(|event| event.kind == EventKind::Conversion)
-        .map(|event| (event.event_id, (event.country, event.device_type)));
+    let dimensions = conversions.map(|event| (event.event_id, (event.country, event.device_type)));
     let credited = attribution
         .credits
         .clone()

@@ -94,6 +94,7 @@ use differential_dataflow::collection::{concatenate, VecCollection};
 use differential_dataflow::Data;
 use serde::{Deserialize, Serialize};
 
+use crate::kinds::ByKind;
 use crate::retention::RetentionExt;
 
 mod config;
@@ -280,93 +281,104 @@ impl<'scope> FraudExt<'scope> for VecCollection<'scope, Time, Event> {
     }
 
     fn flag_fraud_named(self, name: &str, config: &FraudConfig) -> Fraud<'scope> {
-        let scope = self.scope();
-        let rules = Rules::new(name, config, self);
-        let candidates = concatenate(
-            scope,
-            [
-                windows::flag(&rules),
-                context::flag(&rules),
-                sequence::flag(&rules),
-            ]
-            .into_iter()
-            .flatten(),
+        let kinds = ByKind::split(self, name);
+        flag_fraud_by_kind(&kinds, name, config)
+    }
+}
+
+/// [`FraudExt::flag_fraud_named`] on events already split by kind, so a
+/// pipeline that splits them once for every family does not split again.
+pub(crate) fn flag_fraud_by_kind<'scope>(
+    kinds: &ByKind<'scope>,
+    name: &str,
+    config: &FraudConfig,
+) -> Fraud<'scope> {
+    let scope = kinds.impressions.scope();
+    let rules = Rules::new(name, config, kinds);
+    let candidates = concatenate(
+        scope,
+        [
+            windows::flag(&rules),
+            context::flag(&rules),
+            sequence::flag(&rules),
+        ]
+        .into_iter()
+        .flatten(),
+    );
+
+    // Several candidates may name the same event, rule and key: copies
+    // of a resent event, or a flood seen from the two buckets that hold
+    // it. Keep one verdict, with the strongest evidence.
+    let verdicts = candidates
+        .map(|verdict| {
+            let Verdict {
+                event_id,
+                ts,
+                kind,
+                rule,
+                key,
+                count,
+                threshold,
+            } = verdict;
+            ((event_id, ts, kind, rule, key), (count, threshold))
+        })
+        .reduce_named(&format!("{name}: verdicts"), |_key, input, output| {
+            let strongest = input
+                .iter()
+                .filter(|(_, diff)| *diff > 0)
+                .map(|(evidence, _)| **evidence)
+                .max();
+            if let Some(evidence) = strongest {
+                output.push((evidence, 1isize));
+            }
+        })
+        .map(
+            |((event_id, ts, kind, rule, key), (count, threshold))| Verdict {
+                event_id,
+                ts,
+                kind,
+                rule,
+                key,
+                count,
+                threshold,
+            },
         );
 
-        // Several candidates may name the same event, rule and key: copies
-        // of a resent event, or a flood seen from the two buckets that hold
-        // it. Keep one verdict, with the strongest evidence.
-        let verdicts = candidates
-            .map(|verdict| {
-                let Verdict {
-                    event_id,
-                    ts,
-                    kind,
-                    rule,
-                    key,
-                    count,
-                    threshold,
-                } = verdict;
-                ((event_id, ts, kind, rule, key), (count, threshold))
-            })
-            .reduce_named(&format!("{name}: verdicts"), |_key, input, output| {
-                let strongest = input
-                    .iter()
-                    .filter(|(_, diff)| *diff > 0)
-                    .map(|(evidence, _)| **evidence)
-                    .max();
-                if let Some(evidence) = strongest {
-                    output.push((evidence, 1isize));
-                }
-            })
-            .map(
-                |((event_id, ts, kind, rule, key), (count, threshold))| Verdict {
-                    event_id,
-                    ts,
-                    kind,
-                    rule,
-                    key,
-                    count,
-                    threshold,
-                },
-            );
-
-        match config.horizon {
-            None => Fraud {
-                invalid: distinct(
-                    verdicts.clone().map(|verdict| verdict.event_id),
-                    &format!("{name}: invalid"),
-                ),
-                verdicts,
-            },
-            Some(horizon) => {
-                let windows = config.clone();
-                let verdicts = verdicts.freeze_after(&format!("{name}: verdicts"), move |v| {
-                    expiry(v.ts, windows.lookahead(v.rule).saturating_add(horizon))
-                });
-                // An event's verdicts are all final one horizon after its
-                // longest lookahead; retiring the (final) verdicts then and
-                // freezing the ids at the same time keeps `invalid` exact
-                // and its state flat.
-                let longest = Rule::ALL
-                    .iter()
-                    .filter(|rule| config.enabled(**rule))
-                    .map(|rule| config.lookahead(*rule))
-                    .max()
-                    .unwrap_or(0)
-                    .saturating_add(horizon);
-                let final_at = move |(_, ts): &(EventId, Millis)| expiry(*ts, longest);
-                let invalid = distinct(
-                    verdicts
-                        .clone()
-                        .map(|verdict| (verdict.event_id, verdict.ts))
-                        .retire_after(&format!("{name}: invalid"), final_at),
-                    &format!("{name}: invalid"),
-                )
-                .freeze_after(&format!("{name}: invalid"), final_at)
-                .map(|(event_id, _)| event_id);
-                Fraud { verdicts, invalid }
-            }
+    match config.horizon {
+        None => Fraud {
+            invalid: distinct(
+                verdicts.clone().map(|verdict| verdict.event_id),
+                &format!("{name}: invalid"),
+            ),
+            verdicts,
+        },
+        Some(horizon) => {
+            let windows = config.clone();
+            let verdicts = verdicts.freeze_after(&format!("{name}: verdicts"), move |v| {
+                expiry(v.ts, windows.lookahead(v.rule).saturating_add(horizon))
+            });
+            // An event's verdicts are all final one horizon after its
+            // longest lookahead; retiring the (final) verdicts then and
+            // freezing the ids at the same time keeps `invalid` exact
+            // and its state flat.
+            let longest = Rule::ALL
+                .iter()
+                .filter(|rule| config.enabled(**rule))
+                .map(|rule| config.lookahead(*rule))
+                .max()
+                .unwrap_or(0)
+                .saturating_add(horizon);
+            let final_at = move |(_, ts): &(EventId, Millis)| expiry(*ts, longest);
+            let invalid = distinct(
+                verdicts
+                    .clone()
+                    .map(|verdict| (verdict.event_id, verdict.ts))
+                    .retire_after(&format!("{name}: invalid"), final_at),
+                &format!("{name}: invalid"),
+            )
+            .freeze_after(&format!("{name}: invalid"), final_at)
+            .map(|(event_id, _)| event_id);
+            Fraud { verdicts, invalid }
         }
     }
 }
@@ -375,34 +387,30 @@ impl<'scope> FraudExt<'scope> for VecCollection<'scope, Time, Event> {
 struct Rules<'a, 'scope> {
     name: &'a str,
     config: &'a FraudConfig,
-    events: VecCollection<'scope, Time, Event>,
-    clicks: VecCollection<'scope, Time, Event>,
+    kinds: ByKind<'scope>,
 }
 
 impl<'a, 'scope> Rules<'a, 'scope> {
-    fn new(
-        name: &'a str,
-        config: &'a FraudConfig,
-        events: VecCollection<'scope, Time, Event>,
-    ) -> Self {
-        let clicks = events
-            .clone()
-            .filter(|event| event.kind == EventKind::Click);
+    fn new(name: &'a str, config: &'a FraudConfig, kinds: &ByKind<'scope>) -> Self {
         Rules {
             name,
             config,
-            events,
-            clicks,
+            kinds: kinds.clone(),
         }
+    }
+
+    /// Every event, for the rules that judge all kinds. Built on demand:
+    /// each consumer of a stream costs a copy of its batches.
+    fn events(&self) -> VecCollection<'scope, Time, Event> {
+        concatenate(
+            self.kinds.impressions.scope(),
+            EventKind::ALL.map(|kind| self.kinds.of(kind).clone()),
+        )
     }
 
     /// The events of `kind`.
     fn of_kind(&self, kind: EventKind) -> VecCollection<'scope, Time, Event> {
-        if kind == EventKind::Click {
-            self.clicks.clone()
-        } else {
-            self.events.clone().filter(move |event| event.kind == kind)
-        }
+        self.kinds.of(kind).clone()
     }
 
     /// `collection`, retired (with a horizon) once `span` ms of event time

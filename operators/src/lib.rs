@@ -8,6 +8,7 @@ pub mod analytics;
 pub mod attribution;
 pub mod dedup;
 pub mod fraud;
+mod kinds;
 pub mod metrics;
 pub mod reference;
 pub mod retention;

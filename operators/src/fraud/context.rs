@@ -23,7 +23,7 @@ pub(super) fn flag<'scope>(rules: &Rules<'_, 'scope>) -> Vec<VecCollection<'scop
     }
     let config = config.clone();
     // Evidence and verdict are the event itself: retire it after the horizon.
-    let events = rules.retire("context", rules.events.clone(), 0, |event| event.ts);
+    let events = rules.retire("context", rules.events(), 0, |event| event.ts);
     vec![events.flat_map(move |event| judge(&event, &config))]
 }
 
