@@ -57,6 +57,31 @@ const SEED: u64 = 7;
 
 type Answer = HashMap<AnalyticsRow, isize>;
 
+/// A worker's output updates, gathered as the file sinks gather a
+/// snapshot: appended, and consolidated by sorting whenever the
+/// unconsolidated tail outgrows the consolidated part.
+#[derive(Default)]
+struct Collected {
+    updates: Vec<(AnalyticsRow, isize)>,
+    consolidated: usize,
+}
+
+impl Collected {
+    fn absorb(&mut self, row: &AnalyticsRow, diff: isize) {
+        self.updates.push((row.clone(), diff));
+        if self.updates.len() >= 2 * self.consolidated.max(4096) {
+            differential_dataflow::consolidation::consolidate(&mut self.updates);
+            self.consolidated = self.updates.len();
+        }
+    }
+}
+
+type Shared = Arc<Mutex<Collected>>;
+
+fn take(shared: &Shared) -> Vec<(AnalyticsRow, isize)> {
+    std::mem::take(&mut shared.lock().unwrap_or_else(|e| e.into_inner()).updates)
+}
+
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
         .ok()
@@ -220,13 +245,13 @@ fn check(run: &str, answer: &Answer, expected: &Answer) {
 /// Accumulates a worker's share of the outputs, as a sink would.
 fn accumulate<'scope>(
     rows: VecCollection<'scope, Time, AnalyticsRow>,
-    answer: Arc<Mutex<Answer>>,
+    collected: Shared,
     probe: &ProbeHandle<Time>,
 ) {
     rows.inspect_batch(move |_time, updates| {
-        let mut answer = answer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut collected = collected.lock().unwrap_or_else(|e| e.into_inner());
         for (row, _time, diff) in updates {
-            *answer.entry(row.clone()).or_insert(0) += diff;
+            collected.absorb(row, *diff);
         }
     })
     .probe_with(probe);
@@ -238,14 +263,14 @@ fn pipeline_run(
     workers: usize,
     config: &AnalyticsConfig,
 ) -> anyhow::Result<(Duration, Answer)> {
-    let answers: Arc<Mutex<Vec<Arc<Mutex<Answer>>>>> = Arc::default();
+    let answers: Arc<Mutex<Vec<Shared>>> = Arc::default();
     let collect = Arc::clone(&answers);
     let config = config.clone();
     let started = Instant::now();
     let summary = Pipeline::new(inputs.to_vec())
         .workers(workers)
         .run(move |_scope, streams| {
-            let answer = Arc::new(Mutex::new(Answer::new()));
+            let answer = Shared::default();
             collect
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -262,10 +287,7 @@ fn pipeline_run(
         summary.events.total()
     );
     let answers = std::mem::take(&mut *answers.lock().unwrap_or_else(|e| e.into_inner()));
-    let answer =
-        consolidate(answers.into_iter().flat_map(|answer| {
-            std::mem::take(&mut *answer.lock().unwrap_or_else(|e| e.into_inner()))
-        }));
+    let answer = consolidate(answers.iter().flat_map(take));
     Ok((elapsed, answer))
 }
 
@@ -297,7 +319,7 @@ fn late_run(
     let profile = std::env::var_os("ADFLOW_E2E_PROFILE").is_some();
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let recording = profile.then(|| WorkerProfile::install(worker));
-        let answer = Arc::new(Mutex::new(Answer::new()));
+        let answer = Shared::default();
         let probe = ProbeHandle::new();
         let sink = Arc::clone(&answer);
         let mut input = worker.dataflow::<Time, _, _>(|scope| {
@@ -360,7 +382,7 @@ fn late_run(
 
         drop(input);
         while worker.step_or_park(None) {}
-        let answer = std::mem::take(&mut *answer.lock().unwrap_or_else(|e| e.into_inner()));
+        let answer = take(&answer);
         (initial, late_elapsed, answer)
     })
     .unwrap_or_else(|error| panic!("timely: {error}"));
