@@ -222,9 +222,14 @@ fn click_injection<'scope>(
 ///
 /// Impressions are most of the traffic and almost none is followed by a
 /// click, so they are not judged in groups: they are only arranged by
-/// `(identity, ad, bucket)`, and each click (copied to its own bucket and
+/// `(bucket, identity, ad)`, and each click (copied to its own bucket and
 /// the one before) is joined with them. The join's work follows the
 /// clicks; an impression with no click near it costs an insert.
+///
+/// The bucket leads the key so that both arrangements are ordered by time
+/// first: a batch of new impressions (or clicks) then meets only the other
+/// side's keys of the same few buckets when the join merges it against
+/// that side's trace, instead of interleaving with every key ever seen.
 fn click_without_impression<'scope>(
     rules: &Rules<'_, 'scope>,
     window: Millis,
@@ -234,24 +239,24 @@ fn click_without_impression<'scope>(
     let placed = |event: &adflow::event::Event| (event.event_id, event.ad_id);
     let clicks = keyed(rules, rule, EventKind::Click, window, placed);
     let impressions = keyed(rules, rule, EventKind::Impression, window, placed)
-        .map(move |(identity, ts, (_, ad))| ((identity, ad, ts.div_euclid(bucket)), ts))
+        .map(move |(identity, ts, (_, ad))| ((ts.div_euclid(bucket), identity, ad), ts))
         .arrange_by_key_named(&rules.operator(&format!("{rule} impressions")));
     let served = clicks
         .clone()
         .flat_map(move |(identity, ts, (event_id, ad))| {
             let own = ts.div_euclid(bucket);
-            [own, own.saturating_sub(1)].map(|b| ((identity, ad, b), (ts, event_id)))
+            [own, own.saturating_sub(1)].map(|b| ((b, identity, ad), (ts, event_id)))
         })
         .arrange_by_key_named(&rules.operator(&format!("{rule} clicks")))
         .join_core(
             impressions,
-            move |&(identity, ad, _), &(ts, event_id), &shown| {
+            move |&(_, identity, ad), &(ts, event_id), &shown| {
                 (shown <= ts && shown >= ts.saturating_sub(window))
-                    .then_some(((identity, ad, ts, event_id), Item::Evidence(())))
+                    .then_some(((ts, identity, ad, event_id), Item::Evidence(())))
             },
         );
     clicks
-        .map(|(identity, ts, (event_id, ad))| ((identity, ad, ts, event_id), Item::Subject(())))
+        .map(|(identity, ts, (event_id, ad))| ((ts, identity, ad, event_id), Item::Subject(())))
         .concat(served)
         .reduce_named(
             &rules.operator(&format!("{rule} judge")),
@@ -267,7 +272,7 @@ fn click_without_impression<'scope>(
                 }
             },
         )
-        .map(move |((identity, ad, ts, event_id), ())| Verdict {
+        .map(move |((ts, identity, ad, event_id), ())| Verdict {
             event_id,
             ts,
             kind: EventKind::Click,
