@@ -8,7 +8,7 @@
 //! last-touch credits of attribution (conversions carry no campaign): every
 //! attribution run includes last touch for this reason.
 
-use adflow::event::{Country, DeviceType, Event, EventId};
+use adflow::event::{Event, EventId};
 use adflow::pipeline::{Time, TimeConfig};
 use differential_dataflow::collection::VecCollection;
 
@@ -163,39 +163,14 @@ fn last_touch_conversions<'scope>(
         .credits
         .clone()
         .filter(|credit| credit.model == Model::LastTouch)
-        .map(|credit| {
-            let conversion = AttributedConversion {
-                conversion: credit.conversion,
-                ts: credit.conversion_ts,
-                campaign_id: Some(credit.campaign_id),
-                ad_id: Some(credit.ad_id),
-                country: Country::UNKNOWN,
-                device_type: DeviceType::Unknown,
-                conversions_micros: credit.conversion_credit,
-                revenue_micros: credit.credit_micros,
-            };
-            (credit.conversion, conversion)
-        });
-    let unattributed = attribution.unattributed.clone().map(|lost| {
-        let conversion = AttributedConversion {
-            conversion: lost.conversion,
-            ts: lost.conversion_ts,
-            campaign_id: None,
-            ad_id: None,
-            country: Country::UNKNOWN,
-            device_type: DeviceType::Unknown,
-            conversions_micros: crate::attribution::CONVERSION_MICROS,
-            revenue_micros: lost.revenue_micros,
-        };
-        (lost.conversion, conversion)
-    });
+        .map(|credit| (credit.conversion, AttributedConversion::credited(&credit)));
+    let unattributed = attribution
+        .unattributed
+        .clone()
+        .map(|lost| (lost.conversion, AttributedConversion::unattributed(&lost)));
     credited
         .concat(unattributed)
         .join_map(dimensions, |_, conversion, (country, device_type)| {
-            AttributedConversion {
-                country: *country,
-                device_type: *device_type,
-                ..*conversion
-            }
+            conversion.in_dimensions(*country, *device_type)
         })
 }

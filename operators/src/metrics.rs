@@ -174,6 +174,7 @@ use adflow::money::Micros;
 use adflow::pipeline::Time;
 use adflow::timestamp::{Millis, HOUR_MS};
 
+use crate::attribution::{Credit, Unattributed, CONVERSION_MICROS};
 use crate::retention::RetentionExt;
 
 mod counters;
@@ -216,6 +217,46 @@ pub struct AttributedConversion {
     pub conversions_micros: i64,
     /// Revenue credited.
     pub revenue_micros: Micros,
+}
+
+impl AttributedConversion {
+    /// A credit of the default model, before the conversion's own country
+    /// and device are joined in ([`AttributedConversion::in_dimensions`]).
+    pub fn credited(credit: &Credit) -> AttributedConversion {
+        AttributedConversion {
+            conversion: credit.conversion,
+            ts: credit.conversion_ts,
+            campaign_id: Some(credit.campaign_id),
+            ad_id: Some(credit.ad_id),
+            country: Country::UNKNOWN,
+            device_type: DeviceType::Unknown,
+            conversions_micros: credit.conversion_credit,
+            revenue_micros: credit.credit_micros,
+        }
+    }
+
+    /// A whole conversion that no touch earned, under no campaign.
+    pub fn unattributed(lost: &Unattributed) -> AttributedConversion {
+        AttributedConversion {
+            conversion: lost.conversion,
+            ts: lost.conversion_ts,
+            campaign_id: None,
+            ad_id: None,
+            country: Country::UNKNOWN,
+            device_type: DeviceType::Unknown,
+            conversions_micros: CONVERSION_MICROS,
+            revenue_micros: lost.revenue_micros,
+        }
+    }
+
+    /// The same credit in the conversion's country and device.
+    pub fn in_dimensions(self, country: Country, device_type: DeviceType) -> AttributedConversion {
+        AttributedConversion {
+            country,
+            device_type,
+            ..self
+        }
+    }
 }
 
 /// The three maintained outputs; each is a changelog of [`MetricsRow`]s

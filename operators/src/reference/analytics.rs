@@ -10,7 +10,7 @@ use adflow::event::{Country, DeviceType, Event, EventId, EventKind};
 use serde::{Deserialize, Serialize};
 
 use crate::analytics::AnalyticsConfig;
-use crate::attribution::{CampaignDayAttribution, Credit, Model, Unattributed, CONVERSION_MICROS};
+use crate::attribution::{CampaignDayAttribution, Credit, Model, Unattributed};
 use crate::dedup::Duplicate;
 use crate::fraud::Verdict;
 use crate::metrics::{AttributedConversion, MetricsRow};
@@ -100,41 +100,17 @@ fn last_touch_conversions(
                 .push((event.country, event.device_type));
         }
     }
-    let credited = credits
+    credits
         .iter()
         .filter(|credit| credit.model == Model::LastTouch)
-        .map(|credit| AttributedConversion {
-            conversion: credit.conversion,
-            ts: credit.conversion_ts,
-            campaign_id: Some(credit.campaign_id),
-            ad_id: Some(credit.ad_id),
-            country: Country::UNKNOWN,
-            device_type: DeviceType::Unknown,
-            conversions_micros: credit.conversion_credit,
-            revenue_micros: credit.credit_micros,
-        });
-    let lost = unattributed.iter().map(|lost| AttributedConversion {
-        conversion: lost.conversion,
-        ts: lost.conversion_ts,
-        campaign_id: None,
-        ad_id: None,
-        country: Country::UNKNOWN,
-        device_type: DeviceType::Unknown,
-        conversions_micros: CONVERSION_MICROS,
-        revenue_micros: lost.revenue_micros,
-    });
-    credited
-        .chain(lost)
+        .map(AttributedConversion::credited)
+        .chain(unattributed.iter().map(AttributedConversion::unattributed))
         .flat_map(|conversion| {
             dimensions
                 .get(&conversion.conversion)
                 .into_iter()
                 .flatten()
-                .map(move |&(country, device_type)| AttributedConversion {
-                    country,
-                    device_type,
-                    ..conversion
-                })
+                .map(move |&(country, device_type)| conversion.in_dimensions(country, device_type))
         })
         .collect()
 }
