@@ -4,8 +4,6 @@
 //! shuffled arrival, batches, a watermark with lateness, late events
 //! admitted as corrections, deletions — on 1 or more workers, and returns
 //! the final consolidated output next to the events that were admitted.
-//!
-//! [`reference::analytics::analyze`]: crate::reference::analytics::analyze
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -157,7 +155,8 @@ where
 }
 
 /// Every output of [`analyze`](crate::analytics::AnalyticsExt::analyze)
-/// as one collection, to compare with [`reference::analytics::analyze`].
+/// as one collection, to compare with
+/// [`reference::analytics::analyze`](crate::reference::analytics::analyze).
 pub fn analytics_rows(analytics: Analytics<'_>) -> VecCollection<'_, Time, AnalyticsRow> {
     analytics
         .duplicates
