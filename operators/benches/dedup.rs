@@ -27,18 +27,17 @@ use std::sync::{Arc, Mutex};
 
 use adflow::event::Event;
 use adflow::parsing::EventValidator;
-use adflow::pipeline::{Admission, EventClock, Time, TimeConfig};
+use adflow::pipeline::{Time, TimeConfig};
 use adflow_datagen::{GeneratedEvent, Generator, GeneratorConfig};
 use adflow_operators::dedup::{DedupConfig, DedupExt, Duplicate};
 use adflow_operators::reference::dedup::dedup;
+use adflow_operators::testing::{replay, replay_plans, Step};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use differential_dataflow::input::Input;
 use timely::dataflow::ProbeHandle;
 
 /// Fixed seed, as every adflow benchmark.
 const SEED: u64 = 7;
-/// Events read between two watermark advances, as in the pipeline.
-const READ_BATCH: usize = 4096;
 
 fn event_count() -> u64 {
     std::env::var("DEDUP_BENCH_EVENTS")
@@ -65,47 +64,6 @@ fn events(count: u64) -> Vec<Event> {
         }
     }
     events
-}
-
-/// What one worker does, precomputed.
-#[derive(Clone, Copy)]
-enum Step {
-    Insert(Event, Time),
-    Advance(Time),
-}
-
-/// Each worker's replay plan (its share of `events`, admitted through its
-/// own clock), and every event admitted.
-fn plans(events: &[Event], workers: usize, time: TimeConfig) -> (Vec<Vec<Step>>, Vec<Event>) {
-    let mut admitted = Vec::new();
-    let plans = (0..workers)
-        .map(|worker| {
-            let share: Vec<Event> = events
-                .iter()
-                .skip(worker)
-                .step_by(workers)
-                .copied()
-                .collect();
-            let mut clock = EventClock::new(time);
-            let mut steps = Vec::new();
-            for batch in share.chunks(READ_BATCH) {
-                for event in batch {
-                    match clock.admit(event.ts) {
-                        Admission::OnTime(at) | Admission::Correction(at) => {
-                            steps.push(Step::Insert(*event, at));
-                            admitted.push(*event);
-                        }
-                        Admission::Late => {}
-                    }
-                }
-                if let Some(watermark) = clock.advance() {
-                    steps.push(Step::Advance(watermark));
-                }
-            }
-            steps
-        })
-        .collect();
-    (plans, admitted)
 }
 
 type Collected = Arc<Mutex<(BTreeMap<Event, isize>, BTreeMap<Duplicate, isize>)>>;
@@ -154,19 +112,7 @@ fn run_dataflow(
             duplicates.probe_with(&probe);
             input
         });
-        let mut paced_to: Time = 0;
-        for step in &plans[worker.index()] {
-            match *step {
-                Step::Insert(event, at) => input.update_at(event, at, 1),
-                Step::Advance(watermark) => {
-                    input.advance_to(watermark);
-                    input.flush();
-                    worker.step_while(|| probe.less_than(&paced_to));
-                    paced_to = watermark;
-                    worker.step();
-                }
-            }
-        }
+        replay(worker, &mut input, &probe, &plans[worker.index()]);
         drop(input);
         while worker.step_or_park(None) {}
     })
@@ -200,7 +146,7 @@ fn bench_dedup(c: &mut Criterion) {
     for (label, time) in variants {
         let config = DedupConfig::for_time(&time);
         for workers in [1, 2] {
-            let (plans, admitted) = plans(&events, workers, time);
+            let (plans, admitted) = replay_plans(&events, workers, time);
             let plans = Arc::new(plans);
             let collected: Collected = Arc::default();
             run_dataflow(&plans, Some(config), Some(Arc::clone(&collected)));

@@ -14,7 +14,7 @@ use adflow::event::{AgentClass, Country, DeviceType, Event, EventId, EventKind, 
 use adflow::pipeline::{Admission, EventClock, Time, TimeConfig};
 use adflow::timestamp::{HOUR_MS, MINUTE_MS};
 use differential_dataflow::collection::VecCollection;
-use differential_dataflow::input::Input;
+use differential_dataflow::input::{Input, InputSession};
 use differential_dataflow::ExchangeData;
 use proptest::prelude::*;
 
@@ -173,6 +173,82 @@ pub fn analytics_rows(analytics: Analytics<'_>) -> VecCollection<'_, Time, Analy
         .concat(analytics.metrics.hourly.map(AnalyticsRow::Metrics))
         .concat(analytics.metrics.daily.map(AnalyticsRow::Metrics))
         .concat(analytics.metrics.monthly.map(AnalyticsRow::Metrics))
+}
+
+/// Events a benchmark worker inserts between two watermark advances, as
+/// the pipeline reads them.
+pub const READ_BATCH: usize = 4096;
+
+/// One step of a benchmark worker's replay, precomputed so that timing
+/// covers only the dataflow.
+#[derive(Clone, Copy, Debug)]
+pub enum Step {
+    /// Insert an event at a dataflow time.
+    Insert(Event, Time),
+    /// Advance the input to a watermark.
+    Advance(Time),
+}
+
+/// Each worker's replay plan — every `workers`-th event, admitted through
+/// the worker's own [`EventClock`] in batches of [`READ_BATCH`] as the
+/// pipeline admits them — and every event admitted.
+pub fn replay_plans(
+    events: &[Event],
+    workers: usize,
+    time: TimeConfig,
+) -> (Vec<Vec<Step>>, Vec<Event>) {
+    let mut admitted = Vec::new();
+    let plans = (0..workers)
+        .map(|worker| {
+            let share: Vec<Event> = events
+                .iter()
+                .skip(worker)
+                .step_by(workers)
+                .copied()
+                .collect();
+            let mut clock = EventClock::new(time);
+            let mut steps = Vec::new();
+            for batch in share.chunks(READ_BATCH) {
+                for event in batch {
+                    match clock.admit(event.ts) {
+                        Admission::OnTime(at) | Admission::Correction(at) => {
+                            steps.push(Step::Insert(*event, at));
+                            admitted.push(*event);
+                        }
+                        Admission::Late => {}
+                    }
+                }
+                if let Some(watermark) = clock.advance() {
+                    steps.push(Step::Advance(watermark));
+                }
+            }
+            steps
+        })
+        .collect();
+    (plans, admitted)
+}
+
+/// Replays one worker's plan into `input`, pacing reads to the dataflow
+/// one watermark behind, as the pipeline does. The caller closes the input.
+pub fn replay(
+    worker: &mut timely::worker::Worker,
+    input: &mut InputSession<Time, Event, isize>,
+    probe: &ProbeHandle<Time>,
+    plan: &[Step],
+) {
+    let mut paced_to: Time = 0;
+    for step in plan {
+        match *step {
+            Step::Insert(event, at) => input.update_at(event, at, 1),
+            Step::Advance(watermark) => {
+                input.advance_to(watermark);
+                input.flush();
+                worker.step_while(|| probe.less_than(&paced_to));
+                paced_to = watermark;
+                worker.step();
+            }
+        }
+    }
 }
 
 /// A multiset from a list of records, for comparing with [`Outcome::output`].
