@@ -228,6 +228,43 @@ pub struct Verdict {
 /// assert!(table.contains("click_flood_ip"));
 /// assert!(table.contains("000000000000000000000000000000ab"));
 /// ```
+/// What identifies a verdict: the flagged event (id, time, kind), the rule
+/// and its key. Evidence, `(count, threshold)`, is kept apart so the
+/// strongest can be chosen per identity.
+pub type VerdictKey = (EventId, Millis, EventKind, Rule, String);
+
+impl Verdict {
+    /// The verdict's identity and its evidence `(count, threshold)`.
+    pub fn into_parts(self) -> (VerdictKey, (i64, i64)) {
+        let Verdict {
+            event_id,
+            ts,
+            kind,
+            rule,
+            key,
+            count,
+            threshold,
+        } = self;
+        ((event_id, ts, kind, rule, key), (count, threshold))
+    }
+
+    /// The inverse of [`Verdict::into_parts`].
+    pub fn from_parts(
+        (event_id, ts, kind, rule, key): VerdictKey,
+        (count, threshold): (i64, i64),
+    ) -> Verdict {
+        Verdict {
+            event_id,
+            ts,
+            kind,
+            rule,
+            key,
+            count,
+            threshold,
+        }
+    }
+}
+
 impl OutputRecord for Verdict {
     fn columns() -> Vec<Column> {
         vec![
@@ -310,18 +347,7 @@ pub(crate) fn flag_fraud_by_kind<'scope>(
     // of a resent event, or a flood seen from the two buckets that hold
     // it. Keep one verdict, with the strongest evidence.
     let verdicts = candidates
-        .map(|verdict| {
-            let Verdict {
-                event_id,
-                ts,
-                kind,
-                rule,
-                key,
-                count,
-                threshold,
-            } = verdict;
-            ((event_id, ts, kind, rule, key), (count, threshold))
-        })
+        .map(Verdict::into_parts)
         .reduce_named(&format!("{name}: verdicts"), |_key, input, output| {
             let strongest = input
                 .iter()
@@ -332,17 +358,7 @@ pub(crate) fn flag_fraud_by_kind<'scope>(
                 output.push((evidence, 1isize));
             }
         })
-        .map(
-            |((event_id, ts, kind, rule, key), (count, threshold))| Verdict {
-                event_id,
-                ts,
-                kind,
-                rule,
-                key,
-                count,
-                threshold,
-            },
-        );
+        .map(|(key, evidence)| Verdict::from_parts(key, evidence));
 
     match config.horizon {
         None => Fraud {

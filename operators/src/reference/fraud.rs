@@ -8,7 +8,7 @@ use std::hash::Hash;
 use adflow::event::{AgentClass, Country, Event, EventId, EventKind, Id};
 use adflow::timestamp::Millis;
 
-use crate::fraud::{CountRule, FraudConfig, Identity, Rule, Verdict};
+use crate::fraud::{CountRule, FraudConfig, Identity, Rule, Verdict, VerdictKey};
 
 /// The verdicts of the enabled rules on `events` (a multiset: copies count
 /// in the window rules), one per (event id, time, kind, rule, key), keeping
@@ -70,17 +70,7 @@ pub fn flag_fraud(events: &[Event], config: &FraudConfig) -> Vec<Verdict> {
     found
         .0
         .into_iter()
-        .map(
-            |((event_id, ts, kind, rule, key), (count, threshold))| Verdict {
-                event_id,
-                ts,
-                kind,
-                rule,
-                key,
-                count,
-                threshold,
-            },
-        )
+        .map(|(key, evidence)| Verdict::from_parts(key, evidence))
         .collect()
 }
 
@@ -91,7 +81,7 @@ pub fn invalid_ids(verdicts: &[Verdict]) -> BTreeSet<EventId> {
 
 /// Verdicts by (event id, time, kind, rule, key), with the strongest evidence.
 #[derive(Default)]
-struct Found(BTreeMap<(EventId, Millis, EventKind, Rule, String), (i64, i64)>);
+struct Found(BTreeMap<VerdictKey, (i64, i64)>);
 
 impl Found {
     fn flag(&mut self, event: &Event, rule: Rule, key: String, count: i64, threshold: i64) {
