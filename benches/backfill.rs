@@ -105,7 +105,8 @@ fn main() -> anyhow::Result<()> {
     let mut table = Vec::new();
 
     let started = Instant::now();
-    let all = read_all(&inputs);
+    // Shared, not copied, with the workers of the late run.
+    let all = Arc::new(read_all(&inputs));
     let expected = consolidate(analyze(&all, &config).into_iter().map(|row| (row, 1)));
     let reference = started.elapsed();
     println!(
@@ -301,7 +302,7 @@ fn held_back(index: usize, percent: f64) -> bool {
 /// Runs 99% of `events` to completion, then applies the held-back rest.
 /// Returns the time of the first part, of the late part, and the answer.
 fn late_run(
-    events: &[Event],
+    events: &Arc<Vec<Event>>,
     workers: usize,
     percent: f64,
     config: &AnalyticsConfig,
@@ -314,7 +315,7 @@ fn late_run(
         .max()
         .unwrap_or(0)
         + 1;
-    let events = Arc::new(events.to_vec());
+    let events = Arc::clone(events);
     let config = config.clone();
     let profile = std::env::var_os("ADFLOW_E2E_PROFILE").is_some();
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
