@@ -71,12 +71,14 @@ mod jsonl;
 mod operator;
 mod output;
 mod parquet;
+mod set;
 mod table;
 #[cfg(test)]
 mod tests;
 mod text;
 
 pub use operator::{SinkExt, SinkHandle, SinkReport};
+pub use set::{AttachedSinks, NamedOutputs, SinkSet};
 
 /// One cell of an output row.
 #[derive(Clone, Debug, PartialEq)]
