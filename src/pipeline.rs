@@ -37,7 +37,8 @@ use crate::dead_letter::{DeadLetter, Position, Reason, ReasonCounts};
 use crate::event::{Event, EventKind};
 use crate::parsing::{EventValidator, DEFAULT_MAX_CLOCK_SKEW};
 use crate::profile::{OperatorTime, WorkerProfile};
-use crate::sources::{InputFile, Progress, SourceError, UnitReader, WorkPlan};
+use crate::sources::replay::Replay;
+use crate::sources::{FileSource, InputFile, Progress, RecordSource, SourceError, WorkPlan};
 use crate::timestamp::{Millis, HOUR_MS, SECOND_MS};
 
 /// Dataflow time: event time in milliseconds, rounded down to the tick.
@@ -213,9 +214,15 @@ pub enum PipelineError {
     Worker(String),
 }
 
-/// Builds and runs a pipeline over file inputs.
+/// Makes the record source of worker `index` of `peers`, given the time
+/// configuration (whose clock-skew settings validate events).
+type SourceFactory = dyn Fn(usize, usize, &TimeConfig) -> Box<dyn RecordSource> + Send + Sync;
+
+/// Builds and runs a pipeline over file inputs, a replayed log, or any
+/// other [`RecordSource`].
 pub struct Pipeline {
-    plan: Arc<WorkPlan>,
+    sources: Arc<SourceFactory>,
+    input_bytes: u64,
     time: TimeConfig,
     timely: timely::Config,
     progress: Arc<Progress>,
@@ -224,14 +231,48 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// A pipeline over these files, with backfill time and one worker.
+    /// Each worker reads its share of the files' [`WorkPlan`].
     pub fn new(inputs: Vec<InputFile>) -> Pipeline {
-        let plan = WorkPlan::new(inputs);
+        let plan = Arc::new(WorkPlan::new(inputs));
+        let input_bytes = plan.total_bytes();
         let progress = Arc::new(Progress::default());
         progress
             .bytes_total
-            .store(plan.total_bytes(), std::sync::atomic::Ordering::Relaxed);
+            .store(input_bytes, std::sync::atomic::Ordering::Relaxed);
+        let worker_progress = Arc::clone(&progress);
+        let mut pipeline = Pipeline::from_sources(progress, move |index, peers, time| {
+            let validator = EventValidator::new(time.reference, time.max_clock_skew);
+            Box::new(FileSource::new(
+                Arc::clone(&plan),
+                index,
+                peers,
+                validator,
+                Arc::clone(&worker_progress),
+            ))
+        });
+        pipeline.input_bytes = input_bytes;
+        pipeline
+    }
+
+    /// A pipeline replaying a log in event-time order, with stream time
+    /// (one-second ticks, a watermark, a horizon) and one worker.
+    pub fn replay(replay: Replay, progress: Arc<Progress>) -> Pipeline {
+        Pipeline::from_sources(progress, move |index, peers, _time| {
+            Box::new(replay.source(index, peers))
+        })
+        .time(TimeConfig::stream())
+    }
+
+    /// A pipeline over any sources: `sources(index, peers, time)` makes the
+    /// source of worker `index` of `peers`. `progress` is what
+    /// [`Pipeline::progress`] returns; the sources update it.
+    pub fn from_sources<F>(progress: Arc<Progress>, sources: F) -> Pipeline
+    where
+        F: Fn(usize, usize, &TimeConfig) -> Box<dyn RecordSource> + Send + Sync + 'static,
+    {
         Pipeline {
-            plan: Arc::new(plan),
+            sources: Arc::new(sources),
+            input_bytes: 0,
             time: TimeConfig::backfill(),
             timely: timely::Config::thread(),
             progress,
@@ -276,13 +317,13 @@ impl Pipeline {
     {
         let started = Instant::now();
         let Pipeline {
-            plan,
+            sources,
+            input_bytes,
             time,
             timely,
-            progress,
+            progress: _,
             profile,
         } = self;
-        let input_bytes = plan.total_bytes();
         let guards = timely::execute(timely, move |worker| {
             let recording = profile.then(|| WorkerProfile::install(worker));
             let (mut events_in, mut dead_in, probe) = worker.dataflow::<Time, _, _>(|scope| {
@@ -303,50 +344,46 @@ impl Pipeline {
             let mut batch = Vec::with_capacity(READ_BATCH);
             let mut clock = EventClock::new(time);
             let mut paced_to: Time = 0;
-            for (unit, weight) in plan.assignment(worker.index(), worker.peers()) {
-                let validator = EventValidator::new(time.reference, time.max_clock_skew);
-                let mut reader =
-                    UnitReader::open(&plan, unit, weight, validator, Arc::clone(&progress));
-                loop {
-                    let more = reader.read_batch(&mut batch, READ_BATCH);
-                    for parsed in batch.drain(..) {
-                        match parsed {
-                            Ok(event) => match clock.admit(event.ts) {
-                                Admission::OnTime(at) => {
-                                    events_in.update_at(event, at, 1);
-                                    summary.events.add(event.kind);
-                                }
-                                Admission::Correction(at) => {
-                                    events_in.update_at(event, at, 1);
-                                    summary.events.add(event.kind);
-                                    summary.admitted_late += 1;
-                                }
-                                Admission::Late => {
-                                    summary.dead_letters.add(Reason::Late);
-                                    let frontier = clock.frontier();
-                                    dead_in.update_at(late_letter(&event, frontier), frontier, 1);
-                                }
-                            },
-                            Err(dead) => {
-                                summary.dead_letters.add(dead.reason);
-                                dead_in.update_at(dead, clock.frontier(), 1);
+            let mut source = sources(worker.index(), worker.peers(), &time);
+            loop {
+                let more = source.read_batch(&mut batch, READ_BATCH);
+                for parsed in batch.drain(..) {
+                    match parsed {
+                        Ok(event) => match clock.admit(event.ts) {
+                            Admission::OnTime(at) => {
+                                events_in.update_at(event, at, 1);
+                                summary.events.add(event.kind);
                             }
+                            Admission::Correction(at) => {
+                                events_in.update_at(event, at, 1);
+                                summary.events.add(event.kind);
+                                summary.admitted_late += 1;
+                            }
+                            Admission::Late => {
+                                summary.dead_letters.add(Reason::Late);
+                                let frontier = clock.frontier();
+                                dead_in.update_at(late_letter(&event, frontier), frontier, 1);
+                            }
+                        },
+                        Err(dead) => {
+                            summary.dead_letters.add(dead.reason);
+                            dead_in.update_at(dead, clock.frontier(), 1);
                         }
                     }
-                    if let Some(watermark) = clock.advance() {
-                        events_in.advance_to(watermark);
-                        dead_in.advance_to(watermark);
-                        events_in.flush();
-                        dead_in.flush();
-                        // Pace to the previous watermark: one tick of slack
-                        // lets workers read ahead without unbounded queues.
-                        worker.step_while(|| probe.less_than(&paced_to));
-                        paced_to = watermark;
-                    }
-                    worker.step();
-                    if !more {
-                        break;
-                    }
+                }
+                if let Some(watermark) = clock.advance() {
+                    events_in.advance_to(watermark);
+                    dead_in.advance_to(watermark);
+                    events_in.flush();
+                    dead_in.flush();
+                    // Pace to the previous watermark: one tick of slack
+                    // lets workers read ahead without unbounded queues.
+                    worker.step_while(|| probe.less_than(&paced_to));
+                    paced_to = watermark;
+                }
+                worker.step();
+                if !more {
+                    break;
                 }
             }
             drop(events_in);

@@ -3,16 +3,28 @@
 //! [`files`] discovers JSONL, CSV and Parquet files (paths, directories,
 //! globs) and plans how to spread them over timely workers; [`reader`]
 //! turns one unit of that plan into events and dead letters, using the
-//! format-specific extractors of [`crate::parsing`].
+//! format-specific extractors of [`crate::parsing`]. A [`RecordSource`] is
+//! what the pipeline pulls each worker's records from: [`FileSource`] reads
+//! the worker's share of a plan, [`replay::ReplaySource`] releases a log in
+//! event-time order, and the Kafka consumer is a third.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub mod files;
 pub mod reader;
+pub mod replay;
 
 pub use crate::write::FileFormat;
 pub use files::{discover, InputFile, SourceError, WorkPlan, WorkUnit};
-pub use reader::{Parsed, UnitReader};
+pub use reader::{FileSource, Parsed, UnitReader};
+
+/// One worker's records, pulled a batch at a time by the pipeline.
+pub trait RecordSource: Send {
+    /// Appends up to about `max` records to `out`; returns `false` once the
+    /// source is exhausted (the last records may come with that call). A
+    /// source with nothing ready yet may return no records and `true`.
+    fn read_batch(&mut self, out: &mut Vec<Parsed>, max: usize) -> bool;
+}
 
 /// Shared counters that a progress display can poll while a pipeline runs.
 #[derive(Debug, Default)]

@@ -29,6 +29,60 @@ pub type Parsed = Result<Event, DeadLetter>;
 /// Rows per Arrow batch when reading Parquet.
 const PARQUET_BATCH_ROWS: usize = 8192;
 
+/// Reads the units of a [`WorkPlan`] that one worker owns, one after another.
+pub struct FileSource {
+    plan: Arc<WorkPlan>,
+    units: std::vec::IntoIter<(WorkUnit, u64)>,
+    current: Option<UnitReader>,
+    validator: EventValidator,
+    progress: Arc<Progress>,
+}
+
+impl FileSource {
+    /// The share of `plan` that worker `index` of `peers` reads
+    /// ([`WorkPlan::assignment`]), each unit validated by a fresh copy of
+    /// `validator`.
+    pub fn new(
+        plan: Arc<WorkPlan>,
+        index: usize,
+        peers: usize,
+        validator: EventValidator,
+        progress: Arc<Progress>,
+    ) -> FileSource {
+        let units = plan.assignment(index, peers).into_iter();
+        FileSource {
+            plan,
+            units,
+            current: None,
+            validator,
+            progress,
+        }
+    }
+}
+
+impl super::RecordSource for FileSource {
+    fn read_batch(&mut self, out: &mut Vec<Parsed>, max: usize) -> bool {
+        let reader = match &mut self.current {
+            Some(reader) => reader,
+            None => match self.units.next() {
+                Some((unit, weight)) => self.current.insert(UnitReader::open(
+                    &self.plan,
+                    unit,
+                    weight,
+                    self.validator.clone(),
+                    Arc::clone(&self.progress),
+                )),
+                None => return false,
+            },
+        };
+        if !reader.read_batch(out, max) {
+            self.current = None;
+            return self.units.len() > 0;
+        }
+        true
+    }
+}
+
 /// Reads one work unit.
 pub struct UnitReader {
     source: String,
