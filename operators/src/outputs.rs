@@ -162,6 +162,24 @@ pub struct CampaignRoas {
     pub roas: f64,
 }
 
+/// All campaigns of one model on a [`RoasBoard`], summed.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ModelTotals {
+    /// Attributed conversions.
+    pub conversions: f64,
+    /// Attributed revenue.
+    pub revenue_micros: Micros,
+    /// Media cost of every campaign.
+    pub cost_micros: Micros,
+}
+
+impl ModelTotals {
+    /// Revenue over cost, if there is cost.
+    pub fn roas(&self) -> Option<f64> {
+        roas(self.revenue_micros, self.cost_micros)
+    }
+}
+
 impl RoasBoard {
     /// Follows `analytics`' daily metrics and attribution; attaches the
     /// followers to `probe`, so a finished run has updated the board.
@@ -229,6 +247,23 @@ impl RoasBoard {
         });
         rows.truncate(count);
         rows
+    }
+
+    /// Every campaign of `model` summed: what the whole log has returned so far.
+    pub fn totals(&self, model: &Model) -> ModelTotals {
+        let totals = lock(&self.totals);
+        let (revenue_micros, conversion_micros) = totals
+            .attributed
+            .iter()
+            .filter(|((m, _), _)| m == model)
+            .fold((0, 0), |(revenue, conversions), (_, (r, c))| {
+                (revenue + r, conversions + c)
+            });
+        ModelTotals {
+            conversions: conversion_micros as f64 / CONVERSION_MICROS as f64,
+            revenue_micros,
+            cost_micros: totals.cost.values().sum(),
+        }
     }
 
     /// The top `count` campaigns of each model as text tables.

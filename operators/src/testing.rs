@@ -364,3 +364,69 @@ pub fn arb_feed(len: usize) -> impl Strategy<Value = Feed> {
             deletions,
         })
 }
+
+/// Final contents of named outputs, each row rendered as its values joined
+/// by `|`, with multiplicity; shared by every worker of a run. A
+/// [`NamedOutputs`](adflow::sinks::NamedOutputs) for tests that compare
+/// whole pipelines (backfill against replay, against stream) output by output.
+#[derive(Clone, Debug, Default)]
+pub struct CapturedOutputs {
+    rows: Arc<Mutex<BTreeMap<String, BTreeMap<String, isize>>>>,
+}
+
+impl CapturedOutputs {
+    /// This worker's view, attaching each output to `probe`.
+    pub fn attach<'a>(&'a self, probe: &'a ProbeHandle<Time>) -> CaptureOn<'a> {
+        CaptureOn {
+            captured: self,
+            probe,
+        }
+    }
+
+    /// Every output's rows with a nonzero multiplicity, by output name.
+    pub fn finish(&self) -> BTreeMap<String, BTreeMap<String, isize>> {
+        let mut rows = self.rows.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for output in rows.values_mut() {
+            output.retain(|_, count| *count != 0);
+        }
+        rows
+    }
+}
+
+/// A [`CapturedOutputs`] attached to one worker's probe.
+pub struct CaptureOn<'a> {
+    captured: &'a CapturedOutputs,
+    probe: &'a ProbeHandle<Time>,
+}
+
+impl<'scope> adflow::sinks::NamedOutputs<'scope> for CaptureOn<'_> {
+    fn output<D: adflow::sinks::OutputRecord>(
+        &mut self,
+        name: &str,
+        collection: VecCollection<'scope, Time, D>,
+    ) {
+        let rows = Arc::clone(&self.captured.rows);
+        rows.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.to_owned())
+            .or_default();
+        let name = name.to_owned();
+        collection
+            .inspect(move |(record, _, diff)| {
+                let row = record
+                    .values()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("|");
+                *rows
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(name.clone())
+                    .or_default()
+                    .entry(row)
+                    .or_default() += diff;
+            })
+            .probe_with(self.probe);
+    }
+}
