@@ -178,14 +178,24 @@ fn main() -> anyhow::Result<()> {
     let summary = summary?;
 
     let source = format!("{file_count} files ({})", HumanBytes(summary.input_bytes));
+    // Process 0 of a cluster reports the whole cluster; the others their share.
+    let shown = summary.cluster.as_deref().unwrap_or(&summary);
     print_summary(
         "backfill",
         &source,
-        &summary,
+        shown,
         &sinks.handles(),
         generated.as_ref(),
     );
-    print!("{}", board.render(&report_models, 10));
+    if args.process > 0 {
+        println!(
+            "\n  (process {} of {}: counts above are this process's share; \
+             process 0 reports the cluster, writes every output and ranks every campaign)",
+            args.process, args.processes
+        );
+    } else {
+        print!("{}", board.render(&report_models, 10));
+    }
     if args.profile {
         print_profile(&summary, 25);
     }

@@ -156,7 +156,8 @@ fn kind_index(kind: EventKind) -> usize {
     }
 }
 
-/// What a run read, summed over the workers of this process.
+/// What a run read, summed over the workers of this process (and, for
+/// process 0 of a cluster, over every process in [`RunSummary::cluster`]).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
     /// Valid events admitted into the dataflow, per kind.
@@ -173,6 +174,10 @@ pub struct RunSummary {
     pub elapsed: Duration,
     /// Time per operator, longest first, when [`Pipeline::profile`] was set.
     pub operators: Vec<OperatorTime>,
+    /// In process 0 of a cluster of several processes: the whole cluster's
+    /// counts, gathered from every worker (the fields above are this
+    /// process's share). `None` in a single process and in other processes.
+    pub cluster: Option<Box<RunSummary>>,
 }
 
 impl RunSummary {
@@ -392,6 +397,7 @@ impl Pipeline {
             if let Some(recording) = recording {
                 summary.operators = recording.finish(worker);
             }
+            summary.cluster = gather_at_worker_zero(worker, &summary);
             summary
         })
         .map_err(PipelineError::Timely)?;
@@ -399,14 +405,62 @@ impl Pipeline {
             input_bytes,
             ..RunSummary::default()
         };
+        let mut cluster = None;
         for result in guards.join() {
-            let summary = result.map_err(PipelineError::Worker)?;
+            let mut summary = result.map_err(PipelineError::Worker)?;
+            cluster = cluster.or(summary.cluster.take());
             total.merge(&summary);
             total.workers += 1;
         }
         total.elapsed = started.elapsed();
+        total.cluster = cluster
+            .filter(|cluster| cluster.workers > total.workers)
+            .map(|mut cluster| {
+                cluster.input_bytes = input_bytes;
+                cluster.elapsed = total.elapsed;
+                cluster
+            });
         Ok(total)
     }
+}
+
+/// Sends every worker's summary to worker 0 of the cluster, which returns
+/// their sum (with `workers` = the cluster's workers); other workers return
+/// `None`.
+fn gather_at_worker_zero(
+    worker: &mut timely::worker::Worker,
+    summary: &RunSummary,
+) -> Option<Box<RunSummary>> {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use timely::dataflow::operators::{Exchange, Input, Inspect, Probe};
+
+    let gathered = Rc::new(RefCell::new(Vec::<RunSummary>::new()));
+    let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
+        let (input, stream) = scope.new_input::<Vec<RunSummary>>();
+        let sink = Rc::clone(&gathered);
+        let (probe, _) = stream
+            .exchange(|_| 0)
+            .inspect(move |summary: &RunSummary| sink.borrow_mut().push(summary.clone()))
+            .probe();
+        (input, probe)
+    });
+    let mut mine = summary.clone();
+    mine.operators.clear();
+    input.send(mine);
+    drop(input);
+    while !probe.done() {
+        worker.step();
+    }
+    let gathered = gathered.take();
+    (worker.index() == 0).then(|| {
+        let mut total = RunSummary::default();
+        for summary in &gathered {
+            total.merge(summary);
+            total.workers += 1;
+        }
+        Box::new(total)
+    })
 }
 
 /// A timely configuration from the standard cluster flags: `workers`
