@@ -408,7 +408,7 @@ impl Pipeline {
         let mut cluster = None;
         for result in guards.join() {
             let mut summary = result.map_err(PipelineError::Worker)?;
-            cluster = cluster.or(summary.cluster.take());
+            cluster = cluster.or_else(|| summary.cluster.take());
             total.merge(&summary);
             total.workers += 1;
         }
