@@ -30,13 +30,12 @@ use std::path::PathBuf;
 
 use adflow::pipeline::{cluster_config, Pipeline, TimeConfig};
 use adflow::sinks::{OutputFormat, SinkSet};
-use adflow::sources::discover;
 use adflow::timestamp::{parse_duration, Millis};
 use adflow_operators::analytics::AnalyticsExt;
 use adflow_operators::outputs::RoasBoard;
-use anyhow::{bail, Context};
+
 use clap::{ArgAction, Parser};
-use cli::{generate, print_profile, print_summary, progress_bar, Settings};
+use cli::{create_out_dir, print_profile, print_summary, progress_bar, Inputs, Settings};
 use indicatif::HumanBytes;
 
 #[path = "support/cli.rs"]
@@ -116,26 +115,10 @@ fn main() -> anyhow::Result<()> {
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
 
-    let mut generated_dir = None;
-    let (inputs, generated) = if args.inputs.is_empty() {
-        let dir = tempfile::Builder::new()
-            .prefix("adflow-backfill-")
-            .tempdir()?;
-        let summary = generate(args.generate, args.seed, args.quiet, dir.path())?;
-        let inputs = vec![dir.path().to_string_lossy().into_owned()];
-        generated_dir = Some(dir);
-        (inputs, Some(summary))
-    } else {
-        (args.inputs.clone(), None)
-    };
-
-    let files = discover(&inputs)?;
-    if files.is_empty() {
-        bail!("no input files in {inputs:?}");
-    }
+    let inputs = Inputs::discover_or_generate(&args.inputs, args.generate, args.seed, args.quiet)?;
+    let files = inputs.files.clone();
     let file_count = files.len();
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
+    create_out_dir(&args.out)?;
 
     let time = TimeConfig {
         tick: args.tick,
@@ -185,7 +168,7 @@ fn main() -> anyhow::Result<()> {
         &source,
         shown,
         &sinks.handles(),
-        generated.as_ref(),
+        inputs.generated.as_ref(),
     );
     if args.process > 0 {
         println!(
@@ -199,6 +182,5 @@ fn main() -> anyhow::Result<()> {
     if args.profile {
         print_profile(&summary, 25);
     }
-    drop(generated_dir);
     Ok(())
 }

@@ -27,14 +27,14 @@ use adflow::parsing::EventValidator;
 use adflow::pipeline::{Pipeline, Time, TimeConfig};
 use adflow::sinks::{OutputFormat, SinkMode, SinkSet};
 use adflow::sources::replay::Replay;
-use adflow::sources::{discover, Progress, WorkPlan};
+use adflow::sources::{Progress, WorkPlan};
 use adflow::timestamp::{format_rfc3339, parse_duration, Millis};
 use adflow_operators::analytics::AnalyticsExt;
 use adflow_operators::attribution::Model;
 use adflow_operators::outputs::RoasBoard;
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Parser;
-use cli::{generate, print_summary, Settings};
+use cli::{create_out_dir, print_summary, Inputs, Settings};
 use indicatif::{HumanCount, ProgressBar, ProgressStyle};
 
 #[path = "support/cli.rs"]
@@ -98,25 +98,10 @@ fn main() -> anyhow::Result<()> {
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
 
-    let mut generated_dir = None;
-    let (inputs, generated) = if args.inputs.is_empty() {
-        let dir = tempfile::Builder::new()
-            .prefix("adflow-replay-")
-            .tempdir()?;
-        let summary = generate(args.generate, args.seed, args.quiet, dir.path())?;
-        let inputs = vec![dir.path().to_string_lossy().into_owned()];
-        generated_dir = Some(dir);
-        (inputs, Some(summary))
-    } else {
-        (args.inputs.clone(), None)
-    };
-    let files = discover(&inputs)?;
-    if files.is_empty() {
-        bail!("no input files in {inputs:?}");
-    }
+    let inputs = Inputs::discover_or_generate(&args.inputs, args.generate, args.seed, args.quiet)?;
+    let files = inputs.files.clone();
     let file_count = files.len();
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
+    create_out_dir(&args.out)?;
 
     let time = TimeConfig {
         tick: args.tick,
@@ -173,10 +158,9 @@ fn main() -> anyhow::Result<()> {
         &format!("{file_count} files"),
         &summary,
         &sinks.handles(),
-        generated.as_ref(),
+        inputs.generated.as_ref(),
     );
     print!("{}", board.render(&models, 10));
-    drop(generated_dir);
     Ok(())
 }
 

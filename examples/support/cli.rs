@@ -12,7 +12,7 @@ use adflow::dead_letter::Reason;
 use adflow::event::EventKind;
 use adflow::pipeline::{RunSummary, TimeConfig};
 use adflow::sinks::SinkHandle;
-use adflow::sources::Progress;
+use adflow::sources::{discover, InputFile, Progress};
 use adflow::timestamp::parse_duration;
 use adflow::write::FileFormat;
 use adflow_datagen::{generate_to_dir_with, GenerationSummary, GeneratorConfig, OutputOptions};
@@ -137,6 +137,50 @@ impl Settings {
         }
         Ok(config)
     }
+}
+
+/// The files a run reads: `inputs` discovered, or, with none, a default
+/// dataset of `events` adgen events (seed `seed`) generated into a
+/// temporary directory that lives as long as the returned `Inputs`.
+pub struct Inputs {
+    /// The files to read.
+    pub files: Vec<InputFile>,
+    /// What adgen wrote, when it generated the input.
+    pub generated: Option<GenerationSummary>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Inputs {
+    /// Discovers `inputs`, or generates the default dataset when empty.
+    pub fn discover_or_generate(
+        inputs: &[String],
+        events: u64,
+        seed: u64,
+        quiet: bool,
+    ) -> anyhow::Result<Inputs> {
+        let (paths, generated, dir) = if inputs.is_empty() {
+            let dir = tempfile::Builder::new().prefix("adflow-").tempdir()?;
+            let summary = generate(events, seed, quiet, dir.path())?;
+            let paths = vec![dir.path().to_string_lossy().into_owned()];
+            (paths, Some(summary), Some(dir))
+        } else {
+            (inputs.to_vec(), None, None)
+        };
+        let files = discover(&paths)?;
+        if files.is_empty() {
+            bail!("no input files in {paths:?}");
+        }
+        Ok(Inputs {
+            files,
+            generated,
+            _dir: dir,
+        })
+    }
+}
+
+/// Creates the output directory.
+pub fn create_out_dir(out: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))
 }
 
 /// Generates the default dataset, with a progress bar of its own.
