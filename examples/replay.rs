@@ -235,24 +235,33 @@ impl Reporter {
     }
 }
 
-/// `event time | records | cost | per model: conversions, revenue, ROAS`.
+/// `event time | records | conversions, revenue, cost, ROAS | each model's
+/// top campaign by ROAS`. Totals are the same under every model (each
+/// conversion's credits sum to its revenue); the models differ in who gets it.
 fn evolution_line(now: Time, records: u64, board: &RoasBoard, models: &[Model]) -> String {
     let at = Millis::try_from(now).map_or_else(|_| "?".to_owned(), format_rfc3339);
-    let mut line = format!("{at}  {:>10} records", HumanCount(records).to_string());
-    if let Some(model) = models.first() {
-        let cost = board.totals(model).cost_micros;
-        line.push_str(&format!("  cost {:>12}", format_micros(cost)));
-    }
+    let mut line = format!("{at} {:>10} records", HumanCount(records).to_string());
+    let Some(first) = models.first() else {
+        return line;
+    };
+    let totals = board.totals(first);
+    let roas = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |r| format!("{r:.2}"));
+    line.push_str(&format!(
+        "  {:.0} conversions, revenue {}, cost {}, ROAS {}  | top:",
+        totals.conversions,
+        format_micros(totals.revenue_micros),
+        format_micros(totals.cost_micros),
+        roas(totals.roas())
+    ));
     for model in models {
-        let totals = board.totals(model);
-        let roas = totals
-            .roas()
-            .map_or_else(|| "-".to_owned(), |roas| format!("{roas:.2}"));
-        line.push_str(&format!(
-            "  | {}: {:.1} conv, ROAS {roas}",
-            model.name(),
-            totals.conversions
-        ));
+        if let Some(top) = board.top(model, 1).first() {
+            line.push_str(&format!(
+                " {} {:08x}… {:.1}",
+                model.name(),
+                top.campaign_id.get() >> 32,
+                top.roas
+            ));
+        }
     }
     line
 }
