@@ -9,10 +9,10 @@
 //! ```
 //!
 //! Data: adgen (seed 7, 100 campaigns × 10 ads) with its event time
-//! compressed to 100K events per second (`span = events / 100` ms), the
-//! seeds' peak load, so that a 10 s window holds about a million views as in
-//! a live stream (adgen's default week would leave ~1.5 views per campaign
-//! and window). Generated once as Parquet into
+//! compressed to 100K events per second (`span = events / 100` ms, at
+//! least the minute adgen requires), about the seeds' peak load, so that a
+//! campaign's 10 s window holds about 10K views as in a live stream
+//! (adgen's default week would leave ~1.5 views per campaign and window). Generated once as Parquet into
 //! `target/adflow-bench/ysb-<events>/`.
 //!
 //! Untimed: reading and parsing the files into `Event`s in memory, and
@@ -235,7 +235,8 @@ fn main() -> anyhow::Result<()> {
     let config = GeneratorConfig {
         seed: SEED,
         events,
-        span_ms: (events / 100).max(1) as i64,
+        // adgen takes at least a minute.
+        span_ms: (events / 100).max(60_000) as i64,
         ..GeneratorConfig::default()
     };
     let dir = dataset_with(&format!("ysb-{events}"), config, FileFormat::Parquet)?;

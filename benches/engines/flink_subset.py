@@ -36,7 +36,7 @@ COLUMNS = [
 def ddl(env, input_dir, out_dir):
     columns = ", ".join(f"`{name}` STRING" for name in COLUMNS)
     env.execute_sql(f"""
-        CREATE TABLE raw ({columns}, dt STRING) PARTITIONED BY (dt) WITH (
+        CREATE TABLE raw_events ({columns}, dt STRING) PARTITIONED BY (dt) WITH (
             'connector' = 'filesystem', 'path' = 'file://{input_dir}', 'format' = 'csv')
     """)
     env.execute_sql(f"""
@@ -63,10 +63,10 @@ def ddl(env, input_dir, out_dir):
                CAST(CAST(COALESCE(NULLIF(revenue, ''), '0') AS DECIMAL(18, 6)) * 1000000 AS BIGINT) AS revenue_micros,
                NULLIF(order_id, '') AS order_id,
                CASE WHEN NULLIF(user_id, '') IS NOT NULL THEN CONCAT('u:', user_id)
-                    ELSE CONCAT('d:', device_id) END AS identity
-        FROM raw WHERE kind IN ('impression', 'click', 'conversion', 'page_view')
+                    ELSE CONCAT('d:', device_id) END AS who
+        FROM raw_events WHERE kind IN ('impression', 'click', 'conversion', 'page_view')
     """)
-    fields = "event_id, kind, ts, campaign_id, ad_id, country, device_type, cost_micros, revenue_micros, order_id, identity"
+    fields = "event_id, kind, ts, campaign_id, ad_id, country, device_type, cost_micros, revenue_micros, order_id, who"
     env.execute_sql(f"""
         CREATE TEMPORARY VIEW by_id AS
         SELECT {fields} FROM (
@@ -80,14 +80,14 @@ def ddl(env, input_dir, out_dir):
         SELECT {fields} FROM by_id WHERE kind <> 'conversion' OR order_id IS NULL
         UNION ALL
         SELECT {fields} FROM (
-            SELECT *, ROW_NUMBER() OVER (PARTITION BY identity, order_id ORDER BY ts, event_id) AS copy_no,
-                   MIN(ts) OVER (PARTITION BY identity, order_id ORDER BY ts) AS first_ts
+            SELECT *, ROW_NUMBER() OVER (PARTITION BY who, order_id ORDER BY ts, event_id) AS copy_no,
+                   MIN(ts) OVER (PARTITION BY who, order_id ORDER BY ts) AS first_ts
             FROM by_id WHERE kind = 'conversion' AND order_id IS NOT NULL)
         WHERE copy_no = 1 OR ts >= first_ts + {DEDUP_WINDOW_MS}
     """)
     env.execute_sql("""
         CREATE TEMPORARY VIEW conversions AS
-        SELECT event_id, ts, identity, revenue_micros FROM uniq WHERE kind = 'conversion'
+        SELECT event_id, ts, who, revenue_micros FROM uniq WHERE kind = 'conversion'
     """)
     for name, kind, window in (("best_click", "click", CLICK_WINDOW_MS),
                                ("best_view", "impression", VIEW_WINDOW_MS)):
@@ -98,7 +98,7 @@ def ddl(env, input_dir, out_dir):
                        ROW_NUMBER() OVER (PARTITION BY c.event_id
                                           ORDER BY t.ts DESC, t.event_id DESC) AS rank_no
                 FROM conversions c JOIN uniq t
-                  ON t.identity = c.identity AND t.kind = '{kind}'
+                  ON t.who = c.who AND t.kind = '{kind}'
                  AND t.ts <= c.ts AND t.ts >= c.ts - {window})
             WHERE rank_no = 1
         """)

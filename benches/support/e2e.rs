@@ -202,7 +202,7 @@ pub fn pipeline_run<R, F>(
     build: F,
 ) -> anyhow::Result<(Duration, Answer<R>)>
 where
-    R: Data + Ord + Hash,
+    R: Data + Ord + Hash + Send,
     F: for<'s> Fn(VecCollection<'s, Time, Event>) -> VecCollection<'s, Time, R>
         + Send
         + Sync
@@ -262,7 +262,7 @@ pub fn late_run<R, F>(
     build: F,
 ) -> LateRun<R>
 where
-    R: Data + Ord + Hash,
+    R: Data + Ord + Hash + Send,
     F: for<'s> Fn(VecCollection<'s, Time, Event>) -> VecCollection<'s, Time, R>
         + Send
         + Sync
