@@ -39,7 +39,9 @@ struct Panel {
 }
 
 fn figures(bench: &str) -> Vec<(String, f64)> {
-    let path = e2e::bench_root().join("results").join(format!("{bench}.tsv"));
+    let path = e2e::bench_root()
+        .join("results")
+        .join(format!("{bench}.tsv"));
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
@@ -242,7 +244,9 @@ fn panels() -> Vec<Panel> {
 
 fn main() -> anyhow::Result<()> {
     let font_file = font_path().ok_or_else(|| {
-        anyhow::anyhow!("no TrueType font found: set ADFLOW_CHART_FONT or install fonts-dejavu-core")
+        anyhow::anyhow!(
+            "no TrueType font found: set ADFLOW_CHART_FONT or install fonts-dejavu-core"
+        )
     })?;
     let font = FontVec::try_from_vec(std::fs::read(&font_file)?)?;
     let mut buffer = vec![255u8; (WIDTH * HEIGHT * 3) as usize];

@@ -125,7 +125,10 @@ pub fn check<R: Hash + Eq + Ord + Debug>(
     baseline: &str,
 ) {
     if answer == expected {
-        println!("{run}: answer equals the {baseline} ({} rows)", answer.len());
+        println!(
+            "{run}: answer equals the {baseline} ({} rows)",
+            answer.len()
+        );
         return;
     }
     let mut differences: BTreeMap<&R, (Option<&isize>, Option<&isize>)> = BTreeMap::new();

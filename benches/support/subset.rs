@@ -90,4 +90,3 @@ pub fn subset(events: VecCollection<'_, Time, Event>) -> VecCollection<'_, Time,
     });
     hourly.concat(credited).concat(unattributed)
 }
-
