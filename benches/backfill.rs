@@ -46,17 +46,15 @@ use adflow_operators::testing::analytics_rows;
 #[path = "support/e2e.rs"]
 mod e2e;
 
-use e2e::{check, consolidate, dataset, env_or, late_run, pipeline_run, read_all, LateRun};
+use e2e::{
+    check, consolidate, dataset, env_list, env_or, late_run, pipeline_run, read_all, LateRun,
+};
 
 fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; a filter argument is accepted and ignored.
     let events: u64 = env_or("ADFLOW_E2E_EVENTS", 10_000_000);
     let late_percent: f64 = env_or("ADFLOW_E2E_LATE_PERCENT", 1.0);
-    let workers: Vec<usize> = std::env::var("ADFLOW_E2E_WORKERS")
-        .unwrap_or_else(|_| "1,2".to_owned())
-        .split(',')
-        .filter_map(|text| text.trim().parse().ok())
-        .collect();
+    let workers: Vec<usize> = env_list("ADFLOW_E2E_WORKERS", "1,2");
 
     let dir = dataset(events)?;
     let inputs = discover(&[dir.to_string_lossy()])?;

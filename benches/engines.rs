@@ -53,8 +53,8 @@ mod e2e;
 mod subset;
 
 use e2e::{
-    bench_root, check, consolidate, dataset, dataset_with, env_or, late_run, pipeline_run,
-    read_all, record, Answer, LateRun, SEED,
+    bench_root, check, consolidate, dataset, dataset_with, env_list, env_or, late_run,
+    pipeline_run, read_all, record, Answer, LateRun, SEED,
 };
 use subset::{subset, Row};
 
@@ -194,11 +194,7 @@ fn main() -> anyhow::Result<()> {
     let late_percent: f64 = env_or("ADFLOW_ENGINES_LATE_PERCENT", 1.0);
     let python = std::env::var("ADFLOW_PYTHON").unwrap_or_else(|_| "python3".to_owned());
     let engines = std::env::var("ADFLOW_ENGINES").unwrap_or_else(|_| "duckdb,flink".to_owned());
-    let workers: Vec<usize> = std::env::var("ADFLOW_ENGINES_WORKERS")
-        .unwrap_or_else(|_| "1,2".to_owned())
-        .split(',')
-        .filter_map(|text| text.trim().parse().ok())
-        .collect();
+    let workers: Vec<usize> = env_list("ADFLOW_ENGINES_WORKERS", "1,2");
 
     let dir = dataset(events)?;
     let inputs = discover(&[dir.to_string_lossy()])?;

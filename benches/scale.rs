@@ -41,19 +41,11 @@ mod e2e;
 #[path = "support/subset.rs"]
 mod subset;
 
-use e2e::{dataset, env_or, pipeline_run, record};
+use e2e::{dataset, env_list, env_or, pipeline_run, record};
 use subset::subset;
 
 /// Workers of the pipeline runs.
 const WORKERS: usize = 2;
-
-fn sizes(name: &str, default: &str) -> Vec<u64> {
-    std::env::var(name)
-        .unwrap_or_else(|_| default.to_owned())
-        .split(',')
-        .filter_map(|text| text.trim().parse().ok())
-        .collect()
-}
 
 /// `VmRSS` (current) or `VmHWM` (peak) of this process, in bytes.
 fn memory(field: &str) -> u64 {
@@ -189,7 +181,7 @@ fn main() -> anyhow::Result<()> {
     let mut table = Vec::new();
     let mut figures = Vec::new();
     let mut previous: Option<(u64, f64)> = None;
-    for events in sizes("ADFLOW_SCALE_EVENTS", "1000000,10000000,100000000") {
+    for events in env_list::<u64>("ADFLOW_SCALE_EVENTS", "1000000,10000000,100000000") {
         if let Some((size, rss)) = previous {
             let estimate = rss * events as f64 / size as f64;
             if estimate > max_rss {
@@ -228,7 +220,7 @@ fn main() -> anyhow::Result<()> {
     }
 
     let mut clicks = Vec::new();
-    for count in sizes("ADFLOW_SCALE_CLICKS", "1000000,4000000") {
+    for count in env_list::<u64>("ADFLOW_SCALE_CLICKS", "1000000,4000000") {
         let lines = child("ADFLOW_SCALE_CLICKS_CHILD", count)?;
         let grown = value(&lines, "rss_after_bytes")? - value(&lines, "rss_before_bytes")?;
         println!(

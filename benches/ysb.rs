@@ -48,7 +48,7 @@ use timely::dataflow::operators::generic::operator::{source, Operator};
 #[path = "support/e2e.rs"]
 mod e2e;
 
-use e2e::{dataset_with, env_or, read_all, record, SEED};
+use e2e::{dataset_with, env_list, env_or, read_all, record, SEED};
 
 /// Window length, as in YSB.
 const WINDOW_MS: i64 = 10_000;
@@ -228,11 +228,7 @@ fn median(times: &mut [Duration]) -> Duration {
 fn main() -> anyhow::Result<()> {
     let events: u64 = env_or("ADFLOW_YSB_EVENTS", 10_000_000);
     let runs: usize = env_or("ADFLOW_YSB_RUNS", 5).max(1);
-    let workers: Vec<usize> = std::env::var("ADFLOW_YSB_WORKERS")
-        .unwrap_or_else(|_| "1,2".to_owned())
-        .split(',')
-        .filter_map(|text| text.trim().parse().ok())
-        .collect();
+    let workers: Vec<usize> = env_list("ADFLOW_YSB_WORKERS", "1,2");
 
     let config = GeneratorConfig {
         seed: SEED,

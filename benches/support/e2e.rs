@@ -41,6 +41,16 @@ pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// A comma-separated environment variable (such as `1,2` or
+/// `1000000,10000000`) parsed item by item, or `default` parsed the same way.
+pub fn env_list<T: std::str::FromStr>(name: &str, default: &str) -> Vec<T> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.to_owned())
+        .split(',')
+        .filter_map(|text| text.trim().parse().ok())
+        .collect()
+}
+
 /// `target/adflow-bench/`, where generated datasets are cached.
 pub fn bench_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("target/adflow-bench")
