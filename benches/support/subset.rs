@@ -1,0 +1,92 @@
+//! The subset of the pipeline that `engines` compares with DuckDB and
+//! Flink and `scale` measures at growing sizes: dedup, hourly metrics of
+//! impressions and clicks, last-touch attribution, without fraud rules,
+//! composed from adflow's operator families (see `benches/engines.rs`).
+//!
+//! Included with `#[path = "support/subset.rs"] mod subset;`.
+
+use adflow::event::{Country, DeviceType, Event, EventId, EventKind, Id};
+use adflow::pipeline::Time;
+use adflow_operators::attribution::{AttributionConfig, AttributionExt, Model};
+use adflow_operators::dedup::{DedupConfig, DedupExt};
+use adflow_operators::metrics::{
+    AttributedConversion, CampaignMetricsExt, Granularity, MetricsConfig,
+};
+use differential_dataflow::collection::{AsCollection, VecCollection};
+use timely::dataflow::operators::core::ToStream;
+
+/// One row of the compared answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Row {
+    /// Hourly metrics of impressions and clicks.
+    Hour {
+        bucket: i64,
+        campaign: Option<Id>,
+        ad: Option<Id>,
+        country: Country,
+        device: DeviceType,
+        impressions: i64,
+        clicks: i64,
+        cost_micros: i64,
+    },
+    /// A conversion's last touch (`None`: unattributed) and its revenue.
+    LastTouch {
+        conversion: EventId,
+        campaign: Option<Id>,
+        ad: Option<Id>,
+        revenue_micros: i64,
+    },
+}
+
+/// The compared subset, composed from adflow's operator families.
+pub fn subset(events: VecCollection<'_, Time, Event>) -> VecCollection<'_, Time, Row> {
+    let scope = events.scope();
+    let no_verdicts = Vec::<(EventId, Time, isize)>::new()
+        .to_stream(scope)
+        .as_collection();
+    let no_credits = Vec::<(AttributedConversion, Time, isize)>::new()
+        .to_stream(scope)
+        .as_collection();
+    let unique = events.dedup_by_event_id(&DedupConfig::default()).unique;
+    let touches = unique
+        .clone()
+        .filter(|event| matches!(event.kind, EventKind::Impression | EventKind::Click));
+    let conversions = unique.filter(|event| event.kind == EventKind::Conversion);
+
+    let hourly = touches
+        .clone()
+        .campaign_metrics(no_verdicts.clone(), no_credits, &MetricsConfig::default())
+        .hourly
+        .filter(|row| row.granularity == Granularity::Hour)
+        .map(|row| Row::Hour {
+            bucket: row.bucket,
+            campaign: row.campaign_id,
+            ad: row.ad_id,
+            country: row.country,
+            device: row.device_type,
+            impressions: row.impressions,
+            clicks: row.clicks,
+            cost_micros: row.cost_micros,
+        });
+
+    let config = AttributionConfig {
+        models: vec![Model::LastTouch],
+        ..AttributionConfig::default()
+    };
+    let arranged = touches.arrange_touches("Attribution", &config);
+    let attribution =
+        conversions.attribute_arranged("Attribution", &arranged, no_verdicts, &config);
+    let credited = attribution.credits.map(|credit| Row::LastTouch {
+        conversion: credit.conversion,
+        campaign: Some(credit.campaign_id),
+        ad: Some(credit.ad_id),
+        revenue_micros: credit.credit_micros,
+    });
+    let unattributed = attribution.unattributed.map(|lost| Row::LastTouch {
+        conversion: lost.conversion,
+        campaign: None,
+        ad: None,
+        revenue_micros: lost.revenue_micros,
+    });
+    hourly.concat(credited).concat(unattributed)
+}
