@@ -190,7 +190,7 @@ impl RunSummary {
         }
     }
 
-    fn merge(&mut self, other: &RunSummary) {
+    pub(crate) fn merge(&mut self, other: &RunSummary) {
         self.events.merge(&other.events);
         self.dead_letters.merge(&other.dead_letters);
         self.admitted_late += other.admitted_late;
@@ -324,7 +324,11 @@ impl Pipeline {
                                 Admission::Late => {
                                     summary.dead_letters.add(Reason::Late);
                                     let frontier = clock.frontier();
-                                    dead_in.update_at(late_letter(&event, frontier), frontier, 1);
+                                    dead_in.update_at(
+                                        late_letter("pipeline", Position::Source, &event, frontier),
+                                        frontier,
+                                        1,
+                                    );
                                 }
                             },
                             Err(dead) => {
@@ -462,8 +466,18 @@ impl EventClock {
     /// Moves the frontier up to the watermark if it has passed it; returns
     /// the new frontier when it moved.
     pub fn advance(&mut self) -> Option<Time> {
+        let max_seen = self.max_seen?;
+        self.advance_from(max_seen)
+    }
+
+    /// Moves the frontier up to the watermark that trails `event_time`
+    /// rather than the largest event time admitted: a source that reads
+    /// several partitions passes the least of their largest event times, so
+    /// that one partition running ahead does not make the others late.
+    /// Returns the new frontier when it moved.
+    pub fn advance_from(&mut self, event_time: Millis) -> Option<Time> {
         let lateness = self.config.allowed_lateness?;
-        let watermark = self.config.stamp(self.max_seen?.saturating_sub(lateness));
+        let watermark = self.config.stamp(event_time.saturating_sub(lateness));
         (watermark > self.frontier).then(|| {
             self.frontier = watermark;
             watermark
@@ -471,10 +485,17 @@ impl EventClock {
     }
 }
 
-fn late_letter(event: &Event, frontier: Time) -> DeadLetter {
+/// The dead letter of an event read at `position` of `source` and found
+/// beyond the horizon of `frontier`.
+pub(crate) fn late_letter(
+    source: &str,
+    position: Position,
+    event: &Event,
+    frontier: Time,
+) -> DeadLetter {
     DeadLetter::new(
-        "pipeline",
-        Position::Source,
+        source,
+        position,
         Reason::Late,
         format!(
             "event time {} is beyond the horizon of frontier {frontier}",

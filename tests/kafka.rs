@@ -1,0 +1,434 @@
+//! The Kafka source and sinks against librdkafka's in-process mock
+//! cluster: a round trip agrees with the file pipeline, malformed messages
+//! reach the dead-letter topic with their partition and offset, an idle
+//! partition does not stall results, and a run killed mid-stream and
+//! restarted leaves every output topic as an uninterrupted run does.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use adflow::counts::hourly_kind_counts;
+use adflow::dead_letter::Reason;
+use adflow::event::{EventKind, EventRecord};
+use adflow::kafka::{
+    compacted, read_topic, ChangelogMode, KafkaPipeline, KafkaSourceConfig, KafkaSummary,
+    MessageProducer,
+};
+use adflow::pipeline::{Pipeline, TimeConfig};
+use adflow::sources::discover;
+use adflow::timestamp::HOUR_MS;
+use adflow::write::JsonlWriter;
+use adflow_datagen::{GeneratedEvent, Generator, GeneratorConfig};
+use adflow_operators::analytics::{AnalyticsConfig, AnalyticsExt};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// adgen's events, one JSON line each.
+fn adgen_lines(events: u64, span_ms: i64) -> Vec<Vec<u8>> {
+    let mut generator = Generator::new(GeneratorConfig {
+        seed: 11,
+        events,
+        span_ms,
+        campaigns: 8,
+        ads_per_campaign: 3,
+        ..GeneratorConfig::default()
+    });
+    let mut event = GeneratedEvent::default();
+    let mut lines = Vec::new();
+    while generator.next_into(&mut event) {
+        lines.push(json_line(&event.record));
+    }
+    lines
+}
+
+fn json_line(record: &EventRecord) -> Vec<u8> {
+    let mut writer = JsonlWriter::new(Vec::new());
+    writer.write(record).expect("writing to memory");
+    let mut line = writer.finish().expect("writing to memory");
+    line.pop();
+    line
+}
+
+/// Produces `lines` to `topic`, keyed by their position so partitions fill evenly.
+fn produce(brokers: &str, topic: &str, lines: &[Vec<u8>], partition: Option<i32>) {
+    let producer = MessageProducer::new(brokers, &BTreeMap::new()).expect("producer");
+    for (index, line) in lines.iter().enumerate() {
+        let key = index.to_string();
+        producer
+            .send(topic, partition, Some(key.as_bytes()), Some(line))
+            .expect("queued");
+    }
+    producer.flush(TIMEOUT).expect("delivered");
+}
+
+fn stream_time() -> TimeConfig {
+    TimeConfig {
+        reference: None,
+        ..TimeConfig::stream()
+    }
+}
+
+fn source(brokers: &str, topic: &str, group: &str) -> KafkaSourceConfig {
+    KafkaSourceConfig {
+        stop_at_end: true,
+        ..KafkaSourceConfig::new(brokers, topic, group)
+    }
+}
+
+/// The compacted state of a topic, values parsed as JSON.
+fn topic_state(brokers: &str, topic: &str) -> BTreeMap<String, serde_json::Value> {
+    let messages = read_topic(brokers, topic, &BTreeMap::new(), TIMEOUT).expect("read back");
+    compacted(&messages)
+        .into_iter()
+        .map(|(key, value)| {
+            let key = String::from_utf8(key).expect("keys are JSON text");
+            let value = serde_json::from_slice(&value).expect("values are JSON");
+            (key, value)
+        })
+        .collect()
+}
+
+/// Hourly counts per kind from the file pipeline over the same lines.
+fn counts_from_files(lines: &[Vec<u8>]) -> BTreeMap<(i64, EventKind), i64> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("events.jsonl");
+    std::fs::write(&path, lines.join(&b'\n')).expect("write events");
+    let inputs = discover(&[path.to_string_lossy()]).expect("discover");
+    let counts = Arc::new(Mutex::new(BTreeMap::new()));
+    let sink = Arc::clone(&counts);
+    Pipeline::new(inputs)
+        .time(stream_time())
+        .run(move |_scope, streams| {
+            let sink = Arc::clone(&sink);
+            hourly_kind_counts(streams.events)
+                .inspect(move |(count, _time, diff)| {
+                    let mut counts = sink.lock().expect("lock");
+                    *counts.entry(count.clone()).or_insert(0isize) += diff;
+                })
+                .probe_with(&streams.probe);
+        })
+        .expect("file pipeline");
+    let counts = counts.lock().expect("lock");
+    counts
+        .iter()
+        .filter(|(_, diff)| **diff != 0)
+        .map(|(count, _)| ((count.hour, count.kind), count.count))
+        .collect()
+}
+
+#[test]
+fn round_trip_agrees_with_the_file_pipeline_and_dead_letters_malformed_messages() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let brokers = cluster.bootstrap_servers();
+    cluster.create_topic("events", 4, 1).expect("topic");
+
+    let lines = adgen_lines(20_000, 6 * HOUR_MS);
+    produce(&brokers, "events", &lines, None);
+    // Malformed messages, each at a known partition and offset: partition
+    // 3 already holds its share of the events.
+    let bad: [(&[u8], Reason); 3] = [
+        (b"not json", Reason::MalformedJson),
+        (b"\xff\xfe", Reason::InvalidUtf8),
+        (
+            br#"{"event_id":"x","kind":"sale","ts":"2026-11-01T00:00:00Z","user_id":"u"}"#,
+            Reason::UnknownKind,
+        ),
+    ];
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .expect("consumer");
+    let (_, first_bad) = consumer
+        .fetch_watermarks("events", 3, TIMEOUT)
+        .expect("watermarks");
+    let payloads: Vec<Vec<u8>> = bad.iter().map(|(payload, _)| payload.to_vec()).collect();
+    produce(&brokers, "events", &payloads, Some(3));
+
+    let summary = KafkaPipeline::new(source(&brokers, "events", "round-trip"))
+        .time(stream_time())
+        .workers(2)
+        .run(|_scope, streams, outputs| {
+            let probe = &streams.probe;
+            outputs.sink(
+                hourly_kind_counts(streams.events),
+                "counts",
+                ChangelogMode::Upsert,
+                probe,
+            );
+            outputs.sink(
+                streams.dead_letters,
+                "events-dlq",
+                ChangelogMode::Upsert,
+                probe,
+            );
+        })
+        .expect("kafka pipeline");
+    assert_sinks_ok(&summary);
+
+    let expected = counts_from_files(&lines);
+    assert!(!expected.is_empty());
+    let counts: BTreeMap<(i64, EventKind), i64> = topic_state(&brokers, "counts")
+        .values()
+        .map(|value| {
+            let hour = adflow::timestamp::parse_rfc3339(value["hour"].as_str().unwrap_or(""))
+                .expect("an RFC 3339 hour");
+            let kind = EventKind::parse(value["kind"].as_str().unwrap_or("")).expect("a kind");
+            ((hour, kind), value["count"].as_i64().expect("a count"))
+        })
+        .collect();
+    assert_eq!(counts, expected);
+    let read: u64 = expected.values().map(|count| *count as u64).sum();
+    assert_eq!(summary.run.events.total(), read);
+
+    let dead = topic_state(&brokers, "events-dlq");
+    assert_eq!(dead.len(), bad.len(), "{dead:#?}");
+    for (index, (_, reason)) in bad.iter().enumerate() {
+        let position = format!("partition 3 offset {}", first_bad + index as i64);
+        let letter = dead
+            .values()
+            .find(|letter| letter["position"] == position.as_str())
+            .unwrap_or_else(|| panic!("no dead letter at {position}: {dead:#?}"));
+        assert_eq!(letter["reason"], reason.code());
+        assert_eq!(letter["source"], "events");
+        assert_eq!(summary.run.dead_letters.get(*reason), 1);
+    }
+    assert_eq!(summary.run.dead_letters.total(), bad.len() as u64);
+}
+
+fn assert_sinks_ok(summary: &KafkaSummary) {
+    assert!(summary.errors.is_empty(), "{:?}", summary.errors);
+    for (topic, report) in &summary.sinks {
+        assert!(report.is_ok(), "{topic}: {report:?}");
+    }
+}
+
+/// Runs `pipeline` on a thread; returns its join handle and shutdown.
+fn spawn_counts(
+    pipeline: KafkaPipeline,
+    output: &'static str,
+) -> (thread::JoinHandle<KafkaSummary>, adflow::kafka::Shutdown) {
+    let shutdown = pipeline.shutdown();
+    let handle = thread::spawn(move || {
+        pipeline
+            .run(move |_scope, streams, outputs| {
+                let counts = hourly_kind_counts(streams.events);
+                outputs.sink(counts, output, ChangelogMode::Upsert, &streams.probe);
+            })
+            .expect("kafka pipeline")
+    });
+    (handle, shutdown)
+}
+
+#[test]
+fn an_idle_partition_stalls_results_only_until_its_idle_timeout() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let brokers = cluster.bootstrap_servers();
+    cluster.create_topic("sparse", 2, 1).expect("topic");
+    // Three hours of events, all in partition 0; partition 1 stays empty.
+    produce(
+        &brokers,
+        "sparse",
+        &adgen_lines(3_000, 3 * HOUR_MS),
+        Some(0),
+    );
+
+    let mut rows = Vec::new();
+    for (idle_timeout, output) in [
+        (Duration::from_secs(3600), "counts-patient"),
+        (Duration::from_millis(200), "counts-idle"),
+    ] {
+        let config = KafkaSourceConfig {
+            idle_timeout,
+            ..KafkaSourceConfig::new(&brokers, "sparse", output)
+        };
+        let (handle, shutdown) =
+            spawn_counts(KafkaPipeline::new(config).time(stream_time()), output);
+        thread::sleep(Duration::from_secs(3));
+        rows.push(topic_state(&brokers, output).len());
+        shutdown.stop();
+        let summary = handle.join().expect("pipeline thread");
+        assert_eq!(summary.run.events.total(), 3_000);
+    }
+    assert_eq!(rows[0], 0, "the empty partition holds the watermark back");
+    assert!(rows[1] > 0, "once idle, it no longer does");
+}
+
+/// Every output of the analytics pipeline, plus dead letters, to topics
+/// named `<prefix>-<output>`; metrics also as raw diffs.
+fn run_analytics(pipeline: KafkaPipeline, prefix: &'static str) -> KafkaSummary {
+    pipeline
+        .run(move |_scope, streams, outputs| {
+            let probe = &streams.probe;
+            let analytics = streams
+                .events
+                .analyze(&AnalyticsConfig::default().with_horizon_of(&stream_time()));
+            let topic = |name: &str| format!("{prefix}-{name}");
+            outputs.sink(
+                analytics.metrics.hourly.clone(),
+                &topic("metrics-hourly"),
+                ChangelogMode::Upsert,
+                probe,
+            );
+            outputs.sink(
+                analytics.metrics.hourly,
+                &topic("metrics-hourly-diffs"),
+                ChangelogMode::RawDiff,
+                probe,
+            );
+            outputs.sink(
+                analytics.metrics.daily,
+                &topic("metrics-daily"),
+                ChangelogMode::Upsert,
+                probe,
+            );
+            outputs.sink(
+                analytics.attribution.by_campaign_day,
+                &topic("attribution"),
+                ChangelogMode::Upsert,
+                probe,
+            );
+            outputs.sink(
+                analytics.verdicts,
+                &topic("fraud"),
+                ChangelogMode::Upsert,
+                probe,
+            );
+            outputs.sink(
+                analytics.duplicates,
+                &topic("duplicates"),
+                ChangelogMode::Upsert,
+                probe,
+            );
+            outputs.sink(
+                streams.dead_letters,
+                &topic("dlq"),
+                ChangelogMode::Upsert,
+                probe,
+            );
+        })
+        .expect("kafka pipeline")
+}
+
+const OUTPUTS: [&str; 6] = [
+    "metrics-hourly",
+    "metrics-daily",
+    "attribution",
+    "fraud",
+    "duplicates",
+    "dlq",
+];
+
+/// Sum of `diff` per row of a raw-diff topic, zeros dropped.
+fn raw_diff_state(brokers: &str, topic: &str) -> BTreeMap<String, i64> {
+    let messages = read_topic(brokers, topic, &BTreeMap::new(), TIMEOUT).expect("read back");
+    let mut sums = BTreeMap::new();
+    for message in messages {
+        let value: serde_json::Value =
+            serde_json::from_slice(message.value.as_deref().unwrap_or_default()).expect("JSON");
+        *sums.entry(value["row"].to_string()).or_insert(0) += value["diff"].as_i64().expect("diff");
+    }
+    sums.retain(|_, sum| *sum != 0);
+    sums
+}
+
+fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> i64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    let mut query = TopicPartitionList::new();
+    for partition in 0..partitions {
+        query.add_partition(topic, partition);
+    }
+    let Ok(offsets) = consumer.committed_offsets(query, TIMEOUT) else {
+        return 0;
+    };
+    offsets
+        .elements()
+        .iter()
+        .map(|element| match element.offset() {
+            Offset::Offset(offset) => offset,
+            _ => 0,
+        })
+        .sum()
+}
+
+#[test]
+fn a_run_killed_mid_stream_and_restarted_leaves_the_topics_of_an_uninterrupted_run() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let brokers = cluster.bootstrap_servers();
+    cluster.create_topic("clicks", 4, 1).expect("topic");
+    let lines = adgen_lines(40_000, 12 * HOUR_MS);
+    let (first, second) = lines.split_at(lines.len() / 2);
+
+    // The first half is in the topic when the interrupted run starts; it
+    // is killed once it has committed offsets, mid-stream.
+    produce(&brokers, "clicks", first, None);
+    let pipeline = KafkaPipeline::new(KafkaSourceConfig::new(&brokers, "clicks", "restarted"))
+        .time(stream_time())
+        .workers(2);
+    let shutdown = pipeline.shutdown();
+    let killed = thread::spawn(move || run_analytics(pipeline, "restarted"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while committed(&brokers, "restarted", "clicks", 4) == 0 {
+        assert!(Instant::now() < deadline, "the first run never committed");
+        thread::sleep(Duration::from_millis(20));
+    }
+    shutdown.abort();
+    let killed = killed.join().expect("first run");
+    assert!(killed.aborted);
+    let committed_at_kill = committed(&brokers, "restarted", "clicks", 4);
+    assert!(committed_at_kill > 0 && committed_at_kill < lines.len() as i64);
+
+    // The rest arrives while it is down; the restarted run reads to the end.
+    produce(&brokers, "clicks", second, None);
+    let restarted = run_analytics(
+        KafkaPipeline::new(source(&brokers, "clicks", "restarted"))
+            .time(stream_time())
+            .workers(2),
+        "restarted",
+    );
+    assert_sinks_ok(&restarted);
+    assert_eq!(
+        committed(&brokers, "restarted", "clicks", 4),
+        lines.len() as i64
+    );
+
+    let uninterrupted = run_analytics(
+        KafkaPipeline::new(source(&brokers, "clicks", "uninterrupted"))
+            .time(stream_time())
+            .workers(2),
+        "uninterrupted",
+    );
+    assert_sinks_ok(&uninterrupted);
+    assert_eq!(
+        uninterrupted.run.events.total() + uninterrupted.run.dead_letters.total(),
+        lines.len() as u64
+    );
+
+    for output in OUTPUTS {
+        let expected = topic_state(&brokers, &format!("uninterrupted-{output}"));
+        let found = topic_state(&brokers, &format!("restarted-{output}"));
+        if output != "dlq" {
+            assert!(!expected.is_empty(), "{output} is empty");
+        }
+        assert_eq!(found, expected, "{output}");
+    }
+    let expected = raw_diff_state(&brokers, "uninterrupted-metrics-hourly-diffs");
+    assert!(!expected.is_empty());
+    assert_eq!(
+        raw_diff_state(&brokers, "restarted-metrics-hourly-diffs"),
+        expected
+    );
+    // The raw diffs sum to the upsert topic's rows.
+    assert_eq!(
+        expected.len(),
+        topic_state(&brokers, "uninterrupted-metrics-hourly").len()
+    );
+}
