@@ -31,23 +31,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
-
 use adflow::dead_letter::Reason;
 use adflow::event::EventKind;
-use adflow::event::Id;
-use adflow::money::Micros;
 use adflow::pipeline::{cluster_config, Pipeline, RunSummary, TimeConfig};
-use adflow::sinks::{OutputFormat, SinkExt, SinkHandle, SinkSpec};
+use adflow::sinks::{OutputFormat, SinkHandle, SinkSet};
 use adflow::sources::{discover, Progress};
 use adflow::timestamp::{parse_duration, Millis};
 use adflow::write::FileFormat;
 use adflow_datagen::{generate_to_dir_with, GenerationSummary, GeneratorConfig, OutputOptions};
 use adflow_operators::analytics::{AnalyticsConfig, AnalyticsExt};
-use adflow_operators::attribution::{roas, CampaignDayAttribution, Model};
+use adflow_operators::attribution::Model;
 use adflow_operators::fraud::FraudConfig;
-use adflow_operators::metrics::MetricsRow;
+use adflow_operators::outputs::RoasBoard;
 use anyhow::{bail, Context};
 use clap::{ArgAction, Parser};
 use indicatif::{HumanBytes, HumanCount, ProgressBar, ProgressStyle};
@@ -279,192 +274,33 @@ fn main() -> anyhow::Result<()> {
     let settings = std::mem::take(&mut args.settings).or(file_settings);
     let analytics = settings.analytics(&time)?;
     let models = analytics.attribution.models.clone();
+    let report_models = models.clone();
 
-    let sinks = Sinks::new(&args, &models);
-    let tables = Arc::new(Mutex::new(RoasTables::default()));
-    let (worker_sinks, worker_tables) = (sinks.clone(), Arc::clone(&tables));
+    let sinks = SinkSet::new(&args.out, args.format);
+    let board = RoasBoard::default();
+    let (worker_sinks, worker_board) = (sinks.clone(), board.clone());
 
     let progress = pipeline.progress();
     let bar = progress_bar(&args, &progress);
     let summary = pipeline.run(move |_scope, streams| {
-        let probe = &streams.probe;
-        let outputs = streams.events.analyze(&analytics);
-        let sinks = &worker_sinks;
-        sinks.attach("metrics_hourly", outputs.metrics.hourly, probe);
-        let tables = Arc::clone(&worker_tables);
-        let daily = outputs.metrics.daily.inspect(move |(row, _, diff)| {
-            tables
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .add_cost(row, *diff)
-        });
-        sinks.attach("metrics_daily", daily, probe);
-        sinks.attach("metrics_monthly", outputs.metrics.monthly, probe);
-        for model in &sinks.models {
-            let model = *model;
-            let rows = outputs
-                .attribution
-                .by_campaign_day
-                .clone()
-                .filter(move |row| row.model == model);
-            sinks.attach(
-                &format!("attribution_{}", model_file_name(&model)),
-                rows,
-                probe,
-            );
-        }
-        let tables = Arc::clone(&worker_tables);
-        let by_campaign_day = outputs
-            .attribution
-            .by_campaign_day
-            .inspect(move |(row, _, diff)| {
-                tables
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .add_revenue(row, *diff)
-            });
-        by_campaign_day.probe_with(probe);
-        sinks.attach("attribution_credits", outputs.attribution.credits, probe);
-        sinks.attach(
-            "attribution_unattributed",
-            outputs.attribution.unattributed,
-            probe,
+        let analytics = streams.events.analyze(&analytics);
+        worker_board.watch(&analytics, &streams.probe);
+        analytics.emit(
+            &models,
+            streams.dead_letters,
+            &mut worker_sinks.attach(&streams.probe),
         );
-        sinks.attach("fraud_flags", outputs.verdicts, probe);
-        sinks.attach("duplicates", outputs.duplicates, probe);
-        sinks.attach("dead_letters", streams.dead_letters, probe);
     });
     bar.finish();
     let summary = summary?;
 
     print_summary(&summary, file_count, &sinks.handles(), generated.as_ref());
-    let tables = tables.lock().unwrap_or_else(|e| e.into_inner());
-    tables.print(&models, 10);
+    print!("{}", board.render(&report_models, 10));
     if args.profile {
         print_profile(&summary, 25);
     }
     drop(generated_dir);
     Ok(())
-}
-
-/// The output sinks, one shared handle per output across the workers.
-#[derive(Clone)]
-struct Sinks {
-    format: OutputFormat,
-    out: PathBuf,
-    models: Vec<Model>,
-    handles: Arc<Mutex<BTreeMap<String, SinkHandle>>>,
-}
-
-impl Sinks {
-    fn new(args: &Args, models: &[Model]) -> Sinks {
-        Sinks {
-            format: args.format,
-            out: args.out.clone(),
-            models: models.to_vec(),
-            handles: Arc::default(),
-        }
-    }
-
-    fn attach<'scope, D: adflow::sinks::OutputRecord>(
-        &self,
-        name: &str,
-        collection: differential_dataflow::collection::VecCollection<
-            'scope,
-            adflow::pipeline::Time,
-            D,
-        >,
-        probe: &timely::dataflow::ProbeHandle<adflow::pipeline::Time>,
-    ) {
-        let spec = match self.format {
-            OutputFormat::Table => SinkSpec::stdout(name, OutputFormat::Table),
-            format => SinkSpec::file(name, &self.out, format),
-        };
-        let handle = self
-            .handles
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(name.to_owned())
-            .or_insert_with(|| SinkHandle::new(name))
-            .clone();
-        collection.sink_core(&format!("Sink: {name}"), spec, probe, handle);
-    }
-
-    fn handles(&self) -> Vec<SinkHandle> {
-        self.handles
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect()
-    }
-}
-
-fn model_file_name(model: &Model) -> &'static str {
-    match model {
-        Model::LastTouch => "last_touch",
-        Model::FirstTouch => "first_touch",
-        Model::Linear => "linear",
-        Model::TimeDecay { .. } => "time_decay",
-        Model::PositionBased => "position_based",
-    }
-}
-
-/// Final per-campaign cost (metrics) and attributed revenue (attribution),
-/// accumulated from the changelogs, for the ROAS tables.
-#[derive(Default)]
-struct RoasTables {
-    cost: BTreeMap<Id, Micros>,
-    revenue: BTreeMap<(Model, Id), (Micros, i64)>,
-}
-
-impl RoasTables {
-    fn add_cost(&mut self, row: &MetricsRow, diff: isize) {
-        if let Some(campaign) = row.campaign_id {
-            *self.cost.entry(campaign).or_default() += row.cost_micros * diff as i64;
-        }
-    }
-
-    fn add_revenue(&mut self, row: &CampaignDayAttribution, diff: isize) {
-        let entry = self
-            .revenue
-            .entry((row.model, row.campaign_id))
-            .or_default();
-        entry.0 += row.revenue_micros * diff as i64;
-        entry.1 += row.conversion_micros * diff as i64;
-    }
-
-    fn print(&self, models: &[Model], top: usize) {
-        for model in models {
-            let mut rows: Vec<(Id, Micros, i64, Micros, f64)> = self
-                .revenue
-                .iter()
-                .filter(|((m, _), _)| m == model)
-                .map(|((_, campaign), (revenue, conversions))| {
-                    let cost = self.cost.get(campaign).copied().unwrap_or(0);
-                    let ratio = roas(*revenue, cost).unwrap_or(f64::INFINITY);
-                    (*campaign, *revenue, *conversions, cost, ratio)
-                })
-                .collect();
-            rows.sort_by(|a, b| b.4.total_cmp(&a.4).then(a.0.cmp(&b.0)));
-            println!();
-            println!("  top campaigns by ROAS, {model}");
-            println!(
-                "  {:<18} {:>12} {:>14} {:>14} {:>8}",
-                "campaign", "conversions", "revenue", "cost", "ROAS"
-            );
-            for (campaign, revenue, conversions, cost, ratio) in rows.into_iter().take(top) {
-                println!(
-                    "  {:<18} {:>12.2} {:>14} {:>14} {:>8.2}",
-                    format!("{:016x}", campaign.get()),
-                    conversions as f64 / 1e6,
-                    adflow::money::format_micros(revenue),
-                    adflow::money::format_micros(cost),
-                    ratio
-                );
-            }
-        }
-    }
 }
 
 /// Generates the default dataset, with a progress bar of its own.

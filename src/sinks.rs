@@ -71,6 +71,7 @@ mod jsonl;
 mod operator;
 mod output;
 mod parquet;
+mod set;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -78,6 +79,7 @@ mod text;
 
 pub(crate) use jsonl::{json_keys, push_object};
 pub use operator::{SinkExt, SinkHandle, SinkReport};
+pub use set::{AttachedSinks, NamedOutputs, SinkSet};
 
 /// One cell of an output row.
 #[derive(Clone, Debug, PartialEq)]

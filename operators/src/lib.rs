@@ -10,6 +10,7 @@ pub mod dedup;
 pub mod fraud;
 mod kinds;
 pub mod metrics;
+pub mod outputs;
 pub mod reference;
 pub mod retention;
 pub mod testing;
