@@ -11,32 +11,30 @@
 //! cargo run --release --example stream -- --brokers 127.0.0.1:19092 --feed --rate 20000
 //! ```
 //!
-//! Results go to `<prefix>metrics-hourly`, `-daily`, `-monthly`,
-//! `<prefix>attribution`, `<prefix>fraud`, `<prefix>duplicates` (upsert
-//! changelogs keyed by each result's key) and dead letters to
-//! `<prefix>dead-letters`. Stopping and restarting with the same `--group`
+//! Every output of the shared pipeline definition
+//! (`adflow_operators::outputs`: `metrics_hourly`, `attribution_last_touch`,
+//! `fraud_flags`, `dead_letters`, …) goes to the topic `<prefix><name>` as
+//! an upsert changelog keyed by the result's key. Stopping and restarting with the same `--group`
 //! resumes without loss or double counting (docs/operations.md).
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use adflow::event::Id;
 use adflow::kafka::{
-    ChangelogMode, KafkaPipeline, KafkaSourceConfig, MessageProducer, Shutdown, StartFrom,
+    produce_events, ChangelogMode, KafkaPipeline, KafkaSourceConfig, MessageProducer, Shutdown,
+    StartFrom,
 };
-use adflow::money::{format_micros, Micros};
 use adflow::pipeline::TimeConfig;
 use adflow::timestamp::{parse_duration, Millis};
-use adflow::write::JsonlWriter;
-use adflow_datagen::{GeneratedEvent, Generator, GeneratorConfig};
+use adflow_datagen::{Generator, GeneratorConfig};
 use adflow_operators::analytics::{AnalyticsConfig, AnalyticsExt};
-use adflow_operators::attribution::roas;
+use adflow_operators::attribution::Model;
 use adflow_operators::fraud::FraudConfig;
-use adflow_operators::metrics::{Granularity, MetricsRow};
+use adflow_operators::outputs::{output_names, RoasBoard};
 use anyhow::{bail, Context};
 use clap::Parser;
 use indicatif::HumanCount;
@@ -103,17 +101,6 @@ fn key_value(text: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected key=value, not {text:?}"))
 }
 
-/// The output topics, after the prefix.
-const OUTPUTS: [&str; 7] = [
-    "metrics-hourly",
-    "metrics-daily",
-    "metrics-monthly",
-    "attribution",
-    "fraud",
-    "duplicates",
-    "dead-letters",
-];
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let client: BTreeMap<String, String> = args.client.iter().cloned().collect();
@@ -126,7 +113,7 @@ fn main() -> anyhow::Result<()> {
             cluster
                 .create_topic(&args.topic, args.partitions, 1)
                 .context("creating the input topic")?;
-            for output in OUTPUTS {
+            for output in output_names(&AnalyticsConfig::default().attribution.models) {
                 cluster
                     .create_topic(&format!("{}{output}", args.prefix), args.partitions, 1)
                     .context("creating an output topic")?;
@@ -184,50 +171,23 @@ fn main() -> anyhow::Result<()> {
         thread::spawn(move || feed(&brokers, &topic, &client, rate, events, seed, &shutdown))
     });
 
-    let board = Arc::new(Mutex::new(Leaderboard::default()));
+    let models = analytics.attribution.models.clone();
+    let board = RoasBoard::default();
     let done = Arc::new(AtomicBool::new(false));
     let view = {
-        let (board, done) = (Arc::clone(&board), Arc::clone(&done));
+        let (board, done) = (board.clone(), Arc::clone(&done));
         let (top, every) = (args.top, Duration::from_secs_f64(args.every.max(0.1)));
         thread::spawn(move || live_view(&board, &done, top, every))
     };
 
     let prefix = args.prefix.clone();
-    let worker_board = Arc::clone(&board);
+    let worker_board = board.clone();
     let summary = pipeline.run(move |_scope, streams, outputs| {
         let probe = &streams.probe;
-        let topic = |name: &str| format!("{prefix}{name}");
         let results = streams.events.analyze(&analytics);
-        let board = Arc::clone(&worker_board);
-        let daily = results.metrics.daily.inspect(move |(row, _time, diff)| {
-            board
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .add(row, *diff)
-        });
-        let upsert = ChangelogMode::Upsert;
-        outputs.sink(
-            results.metrics.hourly,
-            &topic("metrics-hourly"),
-            upsert,
-            probe,
-        );
-        outputs.sink(daily, &topic("metrics-daily"), upsert, probe);
-        outputs.sink(
-            results.metrics.monthly,
-            &topic("metrics-monthly"),
-            upsert,
-            probe,
-        );
-        outputs.sink(
-            results.attribution.by_campaign_day,
-            &topic("attribution"),
-            upsert,
-            probe,
-        );
-        outputs.sink(results.verdicts, &topic("fraud"), upsert, probe);
-        outputs.sink(results.duplicates, &topic("duplicates"), upsert, probe);
-        outputs.sink(streams.dead_letters, &topic("dead-letters"), upsert, probe);
+        worker_board.watch(&results, probe);
+        let mut topics = outputs.topics(&prefix, ChangelogMode::Upsert, probe);
+        results.emit(&models, streams.dead_letters, &mut topics);
     });
     done.store(true, Ordering::SeqCst);
     let _ = view.join();
@@ -239,8 +199,7 @@ fn main() -> anyhow::Result<()> {
     }
     let summary = summary?;
 
-    let board = board.lock().unwrap_or_else(PoisonError::into_inner);
-    print!("{}", board.render(args.top));
+    print!("{}", board.render(&[Model::LastTouch], args.top));
     let run = &summary.run;
     println!(
         "\nread {} events ({} late, admitted as corrections) and {} dead letters in {:.2?} on {} workers: {} events/s; {} offset commits",
@@ -279,38 +238,15 @@ fn feed(
     shutdown: &Shutdown,
 ) -> anyhow::Result<()> {
     let producer = MessageProducer::new(brokers, client)?;
-    let mut generator = Generator::new(GeneratorConfig {
+    let generator = Generator::new(GeneratorConfig {
         seed,
         events: if events == 0 { u64::MAX } else { events },
         ..GeneratorConfig::default()
     });
-    let mut event = GeneratedEvent::default();
     let started = Instant::now();
-    let mut sent: u64 = 0;
-    let mut line = JsonlWriter::new(Vec::new());
-    while generator.next_into(&mut event) {
-        line.write(&event.record)?;
-        let mut payload = line.finish()?;
-        payload.pop(); // the newline
-        producer.send(
-            topic,
-            None,
-            Some(event.record.event_id.as_bytes()),
-            Some(&payload),
-        )?;
-        payload.clear();
-        line = JsonlWriter::new(payload);
-        sent += 1;
-        // Pace to the rate: sleep whenever ahead of schedule.
-        if rate > 0 && sent % 256 == 0 {
-            producer.poll();
-            let due = Duration::from_secs_f64(sent as f64 / rate as f64);
-            if let Some(ahead) = due.checked_sub(started.elapsed()) {
-                thread::sleep(ahead);
-            }
-        }
-    }
-    producer.flush(Duration::from_secs(60))?;
+    let never = AtomicBool::new(false);
+    let records = generator.map(|event| event.record);
+    let sent = produce_events(&producer, topic, records, rate, &never)?;
     eprintln!(
         "fed {} events in {:.2?}",
         HumanCount(sent),
@@ -320,75 +256,14 @@ fn feed(
     Ok(())
 }
 
-/// Per-campaign totals from the daily metrics changelog.
-#[derive(Default)]
-struct Leaderboard {
-    campaigns: BTreeMap<Id, Totals>,
-    updates: u64,
-}
-
-#[derive(Default, Clone, Copy)]
-struct Totals {
-    cost: Micros,
-    revenue: Micros,
-    conversions_micros: i64,
-    clicks: i64,
-    impressions: i64,
-}
-
-impl Leaderboard {
-    fn add(&mut self, row: &MetricsRow, diff: isize) {
-        let (Some(campaign), Granularity::Day) = (row.campaign_id, row.granularity) else {
-            return;
-        };
-        let diff = diff as i64;
-        let totals = self.campaigns.entry(campaign).or_default();
-        totals.cost += row.cost_micros * diff;
-        totals.revenue += row.revenue_micros * diff;
-        totals.conversions_micros += row.conversions_micros * diff;
-        totals.clicks += row.clicks * diff;
-        totals.impressions += row.impressions * diff;
-        self.updates += 1;
-    }
-
-    /// The top campaigns by last-touch revenue.
-    fn render(&self, top: usize) -> String {
-        let mut rows: Vec<(&Id, &Totals)> = self.campaigns.iter().collect();
-        rows.sort_by(|a, b| b.1.revenue.cmp(&a.1.revenue).then(a.0.cmp(b.0)));
-        let mut text = format!(
-            "top campaigns by revenue (last touch), {} metric updates\n  {:<18} {:>12} {:>10} {:>12} {:>14} {:>14} {:>8}\n",
-            HumanCount(self.updates),
-            "campaign", "impressions", "clicks", "conversions", "revenue", "cost", "ROAS"
-        );
-        for (campaign, totals) in rows.into_iter().take(top) {
-            let ratio = roas(totals.revenue, totals.cost)
-                .map_or_else(|| "-".to_owned(), |ratio| format!("{ratio:.2}"));
-            text.push_str(&format!(
-                "  {:<18} {:>12} {:>10} {:>12.2} {:>14} {:>14} {:>8}\n",
-                format!("{:016x}", campaign.get()),
-                totals.impressions,
-                totals.clicks,
-                totals.conversions_micros as f64 / 1e6,
-                format_micros(totals.revenue),
-                format_micros(totals.cost),
-                ratio
-            ));
-        }
-        text
-    }
-}
-
-/// Prints the leaderboard every `every` until `done`.
-fn live_view(board: &Mutex<Leaderboard>, done: &AtomicBool, top: usize, every: Duration) {
+/// Prints the last-touch leaderboard every `every` until `done`.
+fn live_view(board: &RoasBoard, done: &AtomicBool, top: usize, every: Duration) {
     let started = Instant::now();
     while !done.load(Ordering::SeqCst) {
         thread::sleep(every);
-        let text = board
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .render(top);
+        let text = board.render(&[Model::LastTouch], top);
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "\n[{:>6.1}s] {text}", started.elapsed().as_secs_f64());
+        let _ = writeln!(out, "\n[{:>6.1}s]{text}", started.elapsed().as_secs_f64());
         let _ = out.flush();
     }
 }

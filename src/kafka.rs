@@ -50,15 +50,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use differential_dataflow::collection::VecCollection;
-use differential_dataflow::input::Input;
 use rdkafka::config::ClientConfig;
 use timely::dataflow::{ProbeHandle, Scope};
 
-use crate::dead_letter::{DeadLetter, Reason};
-use crate::event::Event;
+use crate::dead_letter::Reason;
 use crate::parsing::EventValidator;
 use crate::pipeline::{late_letter, Admission, EventClock, RunSummary, Streams, Time, TimeConfig};
-use crate::sinks::{OutputRecord, SinkHandle};
+use crate::sinks::{NamedOutputs, OutputRecord, SinkHandle};
 use crate::timestamp::{parse_rfc3339, Millis};
 
 mod resume;
@@ -67,7 +65,7 @@ mod source;
 mod topic;
 
 pub use sink::ChangelogMode;
-pub use topic::{compacted, read_topic, MessageProducer, TopicMessage};
+pub use topic::{compacted, produce_events, read_topic, MessageProducer, TopicMessage};
 
 use resume::Resume;
 use sink::{sink_to_topic, SinkTarget};
@@ -95,6 +93,9 @@ pub enum KafkaError {
     /// The input topic does not exist or has no partitions.
     #[error("topic {0} does not exist or has no partitions")]
     NoPartitions(String),
+    /// An event could not be encoded as JSON.
+    #[error("encoding an event: {0}")]
+    Encode(String),
     /// The broker refused messages.
     #[error("{failed} messages not delivered, the first because: {first}")]
     Undelivered {
@@ -282,6 +283,37 @@ impl KafkaOutputs {
             .clone();
         sink_to_topic(collection, topic, mode, &self.target, probe, handle)
     }
+
+    /// The named outputs of a pipeline definition (e.g. adflow-operators'
+    /// `Analytics::emit`) as topics `<prefix><name>`, each in `mode`.
+    pub fn topics<'a>(
+        &'a self,
+        prefix: &str,
+        mode: ChangelogMode,
+        probe: &'a ProbeHandle<Time>,
+    ) -> TopicSet<'a> {
+        TopicSet {
+            outputs: self,
+            prefix: prefix.to_owned(),
+            mode,
+            probe,
+        }
+    }
+}
+
+/// Named outputs as topics: see [`KafkaOutputs::topics`].
+pub struct TopicSet<'a> {
+    outputs: &'a KafkaOutputs,
+    prefix: String,
+    mode: ChangelogMode,
+    probe: &'a ProbeHandle<Time>,
+}
+
+impl<'scope> NamedOutputs<'scope> for TopicSet<'_> {
+    fn output<D: OutputRecord>(&mut self, name: &str, collection: VecCollection<'scope, Time, D>) {
+        let topic = format!("{}{name}", self.prefix);
+        self.outputs.sink(collection, &topic, self.mode, self.probe);
+    }
 }
 
 /// What a Kafka run did.
@@ -306,6 +338,7 @@ pub struct KafkaPipeline {
     time: TimeConfig,
     workers: usize,
     shutdown: Shutdown,
+    on_progress: Option<Arc<dyn Fn(Time) + Send + Sync>>,
 }
 
 impl KafkaPipeline {
@@ -316,7 +349,17 @@ impl KafkaPipeline {
             time: TimeConfig::stream(),
             workers: 1,
             shutdown: Shutdown::default(),
+            on_progress: None,
         }
+    }
+
+    /// Calls `progress(t)` (on worker 0's thread) each time the probe
+    /// behind every sink passes a new time `t`: every result for the times
+    /// before `t` has been emitted and acknowledged. For lag monitoring and
+    /// latency measurements.
+    pub fn on_progress(mut self, progress: impl Fn(Time) + Send + Sync + 'static) -> KafkaPipeline {
+        self.on_progress = Some(Arc::new(progress));
+        self
     }
 
     /// Sets how event time drives the clock.
@@ -353,6 +396,7 @@ impl KafkaPipeline {
             time,
             workers,
             shutdown,
+            on_progress,
         } = self;
         let resume = Arc::new(Resume::new(workers));
         let handles: Arc<Mutex<BTreeMap<String, SinkHandle>>> = Arc::default();
@@ -368,19 +412,9 @@ impl KafkaPipeline {
                 handles: Arc::clone(&worker_handles),
             };
             let (mut events_in, mut dead_in, probe) = worker.dataflow::<Time, _, _>(|scope| {
-                let (events_in, events) = scope.new_collection::<Event, isize>();
-                let (dead_in, dead_letters) = scope.new_collection::<DeadLetter, isize>();
-                let probe = ProbeHandle::new();
-                build(
-                    scope,
-                    Streams {
-                        events,
-                        dead_letters,
-                        probe: probe.clone(),
-                    },
-                    &outputs,
-                );
-                (events_in, dead_in, probe)
+                let (inputs, streams) = Streams::new(scope);
+                build(scope, streams, &outputs);
+                inputs
             });
             let mut outcome = WorkerOutcome::default();
             let validator = EventValidator::new(time.reference, time.max_clock_skew);
@@ -401,6 +435,7 @@ impl KafkaPipeline {
             let mut paced_to: Time = 0;
             let mut batch = Vec::with_capacity(READ_BATCH);
             let mut quiet = false;
+            let mut reported: Time = 0;
             loop {
                 let stop_at_end = match shutdown.state() {
                     ABORTING => {
@@ -473,10 +508,19 @@ impl KafkaPipeline {
                             checkpoints.push((bound.max(watermark), positions));
                         }
                     }
-                    worker.step_while(|| probe.less_than(&paced_to));
+                    // An aborted peer never releases its capabilities: stop waiting.
+                    worker
+                        .step_while(|| probe.less_than(&paced_to) && shutdown.state() != ABORTING);
                     paced_to = watermark;
                 }
                 worker.step();
+                if let Some(progress) = on_progress.as_ref().filter(|_| worker.index() == 0) {
+                    let passed = probe.with_frontier(|frontier| frontier.first().copied());
+                    if let Some(time) = passed.filter(|time| *time > reported) {
+                        reported = time;
+                        progress(time);
+                    }
+                }
                 commit_emitted(&reader, &probe, &resume, &mut checkpoints, &mut outcome);
                 if stop_at_end && reader.at_end() && !reader.replaying() {
                     break;

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use differential_dataflow::collection::VecCollection;
-use differential_dataflow::input::Input;
+use differential_dataflow::input::{Input, InputSession};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::{ProbeHandle, Scope};
 
@@ -116,6 +116,30 @@ pub struct Streams<'scope> {
     /// Attach outputs to this probe (`probe_with`) so the pipeline paces
     /// reading to what the dataflow has processed.
     pub probe: ProbeHandle<Time>,
+}
+
+/// The inputs a source feeds a dataflow through: events, dead letters,
+/// and the probe the caller attaches its outputs to.
+pub(crate) type Inputs = (
+    InputSession<Time, Event, isize>,
+    InputSession<Time, DeadLetter, isize>,
+    ProbeHandle<Time>,
+);
+
+impl<'scope> Streams<'scope> {
+    /// New event and dead-letter inputs in `scope`: the source's ends and
+    /// the caller's.
+    pub(crate) fn new(scope: Scope<'scope, Time>) -> (Inputs, Streams<'scope>) {
+        let (events_in, events) = scope.new_collection::<Event, isize>();
+        let (dead_in, dead_letters) = scope.new_collection::<DeadLetter, isize>();
+        let probe = ProbeHandle::new();
+        let streams = Streams {
+            events,
+            dead_letters,
+            probe: probe.clone(),
+        };
+        ((events_in, dead_in, probe), streams)
+    }
 }
 
 /// Events counted per kind.
@@ -286,18 +310,9 @@ impl Pipeline {
         let guards = timely::execute(timely, move |worker| {
             let recording = profile.then(|| WorkerProfile::install(worker));
             let (mut events_in, mut dead_in, probe) = worker.dataflow::<Time, _, _>(|scope| {
-                let (events_in, events) = scope.new_collection::<Event, isize>();
-                let (dead_in, dead_letters) = scope.new_collection::<DeadLetter, isize>();
-                let probe = ProbeHandle::new();
-                build(
-                    scope,
-                    Streams {
-                        events,
-                        dead_letters,
-                        probe: probe.clone(),
-                    },
-                );
-                (events_in, dead_in, probe)
+                let (inputs, streams) = Streams::new(scope);
+                build(scope, streams);
+                inputs
             });
             let mut summary = RunSummary::default();
             let mut batch = Vec::with_capacity(READ_BATCH);

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use rdkafka::client::ClientContext;
@@ -16,6 +16,8 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{client_config, KafkaError};
+use crate::event::EventRecord;
+use crate::write::JsonlWriter;
 
 /// One message of a topic.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -241,4 +243,46 @@ impl MessageProducer {
         }
         Ok(())
     }
+}
+
+/// Produces `records` as JSON messages in the schema of docs/schema.md,
+/// keyed by event id, at about `rate` per second (`0`: as fast as the
+/// producer takes them), until they run out or `stop` is set; then waits
+/// until the broker has acknowledged them all. Returns how many it sent.
+pub fn produce_events(
+    producer: &MessageProducer,
+    topic: &str,
+    records: impl IntoIterator<Item = EventRecord>,
+    rate: u64,
+    stop: &AtomicBool,
+) -> Result<u64, KafkaError> {
+    /// Messages between two looks at the clock.
+    const PACE_EVERY: u64 = 64;
+    let mut encoder = JsonlWriter::new(std::io::sink());
+    let started = Instant::now();
+    let mut sent = 0u64;
+    for record in records {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        encoder
+            .write(&record)
+            .map_err(|error| KafkaError::Encode(error.to_string()))?;
+        producer.send(
+            topic,
+            None,
+            Some(record.event_id.as_bytes()),
+            Some(encoder.last_record()),
+        )?;
+        sent += 1;
+        if rate > 0 && sent % PACE_EVERY == 0 {
+            producer.poll();
+            let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+            if let Some(ahead) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(ahead);
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120))?;
+    Ok(sent)
 }
