@@ -72,7 +72,7 @@ struct Args {
     /// Events per second the feed produces.
     #[arg(long, default_value_t = 20_000)]
     rate: u64,
-    /// Events the feed produces in all (0: until Ctrl-C).
+    /// Events the feed produces in all (0: a day of traffic at --rate).
     #[arg(long, default_value_t = 1_000_000)]
     events: u64,
     /// Seed of the fed events.
@@ -137,7 +137,7 @@ fn main() -> anyhow::Result<()> {
 
     let time = TimeConfig {
         allowed_lateness: Some(args.lateness),
-        // adgen's events start on 2026-11-01, whatever today is.
+        // With --brokers, the topic may hold older events than today's.
         reference: None,
         ..TimeConfig::stream()
     };
@@ -238,9 +238,28 @@ fn feed(
     shutdown: &Shutdown,
 ) -> anyhow::Result<()> {
     let producer = MessageProducer::new(brokers, client)?;
+    // Event time flows as fast as the feed: events start now and span the
+    // time the feed takes at `rate`, so watermarks advance with the wall
+    // clock as on a live stream. `--events 0` feeds a day of traffic.
+    let events = if events == 0 {
+        rate.max(1).saturating_mul(86_400)
+    } else {
+        events
+    };
+    let span_ms = match rate {
+        0 => GeneratorConfig::default().span_ms,
+        rate => i64::try_from(events.saturating_mul(1_000) / rate).unwrap_or(i64::MAX),
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+        });
     let generator = Generator::new(GeneratorConfig {
         seed,
-        events: if events == 0 { u64::MAX } else { events },
+        events,
+        start_ms: now_ms,
+        span_ms: span_ms.max(1_000),
         ..GeneratorConfig::default()
     });
     let started = Instant::now();

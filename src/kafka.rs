@@ -210,8 +210,12 @@ impl KafkaSourceConfig {
     }
 }
 
-/// The librdkafka configuration every client of a run starts from.
-pub(crate) fn client_config(brokers: &str, client: &BTreeMap<String, String>) -> ClientConfig {
+/// The librdkafka configuration every adflow client starts from:
+/// `bootstrap.servers` and the extra settings in `client`. The one place
+/// that creates a `ClientConfig` (clippy.toml), so every client of a run
+/// gets the same security and timeout settings.
+pub fn client_config(brokers: &str, client: &BTreeMap<String, String>) -> ClientConfig {
+    #[allow(clippy::disallowed_methods)]
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", brokers);
     for (key, value) in client {
@@ -480,7 +484,7 @@ impl KafkaPipeline {
                 }
                 // Everything read so far entered the dataflow before `bound`.
                 let bound = latest_stamp
-                    .map_or(clock.frontier(), |t| t + 1)
+                    .map_or_else(|| clock.frontier(), |t| t + 1)
                     .max(clock.frontier() + 1);
                 if replaying && !reader.replaying() {
                     replaying = false;
@@ -522,12 +526,12 @@ impl KafkaPipeline {
                     }
                 }
                 commit_emitted(&reader, &probe, &resume, &mut checkpoints, &mut outcome);
-                if stop_at_end && reader.at_end() && !reader.replaying() {
+                if stop_at_end && quiet && !reader.replaying() && reader.at_end() {
                     break;
                 }
             }
             if replaying {
-                resume.replay_done(latest_stamp.map_or(clock.frontier(), |t| t + 1));
+                resume.replay_done(latest_stamp.map_or_else(|| clock.frontier(), |t| t + 1));
             }
             let final_positions = reader.positions();
             drop(events_in);
@@ -599,7 +603,7 @@ fn commit_emitted(
         .iter()
         .take_while(|(bound, _)| !probe.less_than(bound))
         .count();
-    let Some((_, positions)) = checkpoints.drain(..emitted).last() else {
+    let Some((_, positions)) = checkpoints.drain(..emitted).next_back() else {
         return;
     };
     match reader.commit(&positions) {

@@ -13,8 +13,8 @@ use adflow::counts::hourly_kind_counts;
 use adflow::dead_letter::Reason;
 use adflow::event::{EventKind, EventRecord};
 use adflow::kafka::{
-    compacted, read_topic, ChangelogMode, KafkaPipeline, KafkaSourceConfig, KafkaSummary,
-    MessageProducer,
+    client_config, compacted, read_topic, ChangelogMode, KafkaPipeline, KafkaSourceConfig,
+    KafkaSummary, MessageProducer,
 };
 use adflow::pipeline::{Pipeline, TimeConfig};
 use adflow::sources::discover;
@@ -25,7 +25,7 @@ use adflow_operators::analytics::{AnalyticsConfig, AnalyticsExt};
 use adflow_operators::outputs::output_names;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -140,8 +140,7 @@ fn round_trip_agrees_with_the_file_pipeline_and_dead_letters_malformed_messages(
             Reason::UnknownKind,
         ),
     ];
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
+    let consumer: BaseConsumer = client_config(&brokers, &BTreeMap::new())
         .create()
         .expect("consumer");
     let (_, first_bad) = consumer
@@ -298,8 +297,7 @@ fn raw_diff_state(brokers: &str, topic: &str) -> BTreeMap<String, i64> {
 }
 
 fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> i64 {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: BaseConsumer = client_config(brokers, &BTreeMap::new())
         .set("group.id", group)
         .create()
         .expect("consumer");
@@ -414,9 +412,12 @@ fn killed_and_restarted_equals_uninterrupted(run: Run, outputs: &[String], raw_d
                                 "    {topic} p{} o{}: {}",
                                 message.partition,
                                 message.offset,
-                                message.value.as_deref().map_or("tombstone".into(), |v| {
-                                    String::from_utf8_lossy(&v[..v.len().min(120)]).into_owned()
-                                })
+                                message.value.as_deref().map_or_else(
+                                    || "tombstone".into(),
+                                    |v| {
+                                        String::from_utf8_lossy(&v[..v.len().min(120)]).into_owned()
+                                    }
+                                )
                             );
                         }
                     }
@@ -445,7 +446,7 @@ fn killed_and_restarted_equals_uninterrupted(run: Run, outputs: &[String], raw_d
             &format!("uninterrupted-{raw_diffs}"),
         ] {
             eprintln!("{topic}:");
-            for message in read_topic(&brokers, &topic, &BTreeMap::new(), TIMEOUT).expect("read") {
+            for message in read_topic(&brokers, topic, &BTreeMap::new(), TIMEOUT).expect("read") {
                 let value: serde_json::Value =
                     serde_json::from_slice(message.value.as_deref().unwrap_or_default())
                         .expect("JSON");

@@ -275,7 +275,10 @@ impl<D: OutputRecord> TopicWriter<D> {
                     let mut row = Vec::new();
                     push_object(&mut row, &self.row_keys, &values);
                     let diff = i64::try_from(diff).unwrap_or(i64::MAX);
-                    let entry = self.rows.entry(row.clone()).or_insert((key.clone(), 0));
+                    let entry = self
+                        .rows
+                        .entry(row.clone())
+                        .or_insert_with(|| (key.clone(), 0));
                     entry.1 += diff;
                     if entry.1 == 0 {
                         self.rows.remove(&row);

@@ -232,9 +232,29 @@ impl WorkerSource {
             .any(|state| state.resume_at.is_some())
     }
 
-    /// Whether every partition has reported its end with nothing after it.
-    pub(crate) fn at_end(&self) -> bool {
-        self.partitions.iter().all(|state| state.at_end)
+    /// Whether every partition has been read to the end it has now. The
+    /// consumer's end-of-partition reports can be stale (more messages may
+    /// have arrived since), so once they all say so the broker is asked.
+    pub(crate) fn at_end(&mut self) -> bool {
+        if !self.partitions.iter().all(|state| state.at_end) {
+            return false;
+        }
+        let mut all = true;
+        for index in 0..self.partitions.len() {
+            let partition = self.partitions[index].partition;
+            let behind = match self.watermarks(partition) {
+                Ok((_, high)) => self.partitions[index].next < high,
+                Err(error) => {
+                    self.errors.push(error.to_string());
+                    true
+                }
+            };
+            if behind {
+                self.partitions[index].at_end = false;
+                all = false;
+            }
+        }
+        all
     }
 
     /// The event time the watermark may trail: the least of the largest
