@@ -9,7 +9,7 @@
 //! as the file sources (a message that is not a valid event becomes a
 //! [`DeadLetter`](crate::dead_letter::DeadLetter) at its partition and
 //! offset), admits events through the same
-//! [`EventClock`](crate::pipeline::EventClock), and hands the caller the
+//! [`EventClock`], and hands the caller the
 //! same [`Streams`]. Outputs go to topics through [`KafkaOutputs::sink`],
 //! as upsert changelogs or raw diffs ([`ChangelogMode`]).
 //!
