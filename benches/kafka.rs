@@ -31,12 +31,14 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use adflow::kafka::{
-    produce_events, ChangelogMode, KafkaPipeline, KafkaSourceConfig, KafkaSummary, MessageProducer,
+    client_config, produce_events, ChangelogMode, KafkaPipeline, KafkaSourceConfig, KafkaSummary,
+    MessageProducer,
 };
 use adflow::pipeline::{Time, TimeConfig};
 use adflow_datagen::{Generator, GeneratorConfig};
 use adflow_operators::analytics::{AnalyticsConfig, AnalyticsExt};
 use adflow_operators::outputs::output_names;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 
 const SEED: u64 = 7;
@@ -121,6 +123,30 @@ fn feed(
     produce_events(&producer, topic, records, rate, stop).expect("fed")
 }
 
+/// Waits (up to a minute) until the partitions hold `count` messages
+/// (`high − low`); returns how many they hold. The mock broker keeps a
+/// bounded log per partition, so a large backlog is partly trimmed.
+fn wait_visible(brokers: &str, topic: &str, count: u64) -> u64 {
+    let consumer: BaseConsumer = client_config(brokers, &BTreeMap::new())
+        .create()
+        .expect("consumer");
+    let started = Instant::now();
+    loop {
+        let visible: i64 = (0..PARTITIONS)
+            .map(|partition| {
+                consumer
+                    .fetch_watermarks(topic, partition, Duration::from_secs(10))
+                    .map_or(0, |(low, high)| high - low)
+            })
+            .sum();
+        let visible = u64::try_from(visible).unwrap_or(0);
+        if visible >= count || started.elapsed() > Duration::from_secs(60) {
+            return visible;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn percentile(sorted: &[i64], p: f64) -> i64 {
     if sorted.is_empty() {
         return 0;
@@ -143,6 +169,8 @@ fn main() {
     create_topics(&cluster, "backlog", "throughput-");
     let never = AtomicBool::new(false);
     let fed = feed(&brokers, "backlog", events, 0, false, &never);
+    let visible = wait_visible(&brokers, "backlog", fed);
+    eprintln!("fed {fed} events; the broker shows {visible}");
     let source = KafkaSourceConfig {
         stop_at_end: true,
         ..KafkaSourceConfig::new(&brokers, "backlog", "bench-throughput")
