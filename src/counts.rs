@@ -37,6 +37,11 @@ impl OutputRecord for HourlyKindCount {
             Value::I64(self.count),
         ]
     }
+
+    /// One count per hour and kind.
+    fn key_columns() -> usize {
+        2
+    }
 }
 
 /// Counts events per (hour, kind), maintained incrementally: a late or

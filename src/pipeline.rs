@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use differential_dataflow::collection::VecCollection;
-use differential_dataflow::input::Input;
+use differential_dataflow::input::{Input, InputSession};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::{ProbeHandle, Scope};
 
@@ -119,6 +119,30 @@ pub struct Streams<'scope> {
     pub probe: ProbeHandle<Time>,
 }
 
+/// The inputs a source feeds a dataflow through: events, dead letters,
+/// and the probe the caller attaches its outputs to.
+pub(crate) type Inputs = (
+    InputSession<Time, Event, isize>,
+    InputSession<Time, DeadLetter, isize>,
+    ProbeHandle<Time>,
+);
+
+impl<'scope> Streams<'scope> {
+    /// New event and dead-letter inputs in `scope`: the source's ends and
+    /// the caller's.
+    pub(crate) fn new(scope: Scope<'scope, Time>) -> (Inputs, Streams<'scope>) {
+        let (events_in, events) = scope.new_collection::<Event, isize>();
+        let (dead_in, dead_letters) = scope.new_collection::<DeadLetter, isize>();
+        let probe = ProbeHandle::new();
+        let streams = Streams {
+            events,
+            dead_letters,
+            probe: probe.clone(),
+        };
+        ((events_in, dead_in, probe), streams)
+    }
+}
+
 /// Events counted per kind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KindCounts(pub [u64; 4]);
@@ -196,7 +220,7 @@ impl RunSummary {
         }
     }
 
-    fn merge(&mut self, other: &RunSummary) {
+    pub(crate) fn merge(&mut self, other: &RunSummary) {
         self.events.merge(&other.events);
         self.dead_letters.merge(&other.dead_letters);
         self.admitted_late += other.admitted_late;
@@ -332,18 +356,9 @@ impl Pipeline {
         let guards = timely::execute(timely, move |worker| {
             let recording = profile.then(|| WorkerProfile::install(worker));
             let (mut events_in, mut dead_in, probe) = worker.dataflow::<Time, _, _>(|scope| {
-                let (events_in, events) = scope.new_collection::<Event, isize>();
-                let (dead_in, dead_letters) = scope.new_collection::<DeadLetter, isize>();
-                let probe = ProbeHandle::new();
-                build(
-                    scope,
-                    Streams {
-                        events,
-                        dead_letters,
-                        probe: probe.clone(),
-                    },
-                );
-                (events_in, dead_in, probe)
+                let (inputs, streams) = Streams::new(scope);
+                build(scope, streams);
+                inputs
             });
             let mut summary = RunSummary::default();
             let mut batch = Vec::with_capacity(READ_BATCH);
@@ -367,7 +382,11 @@ impl Pipeline {
                             Admission::Late => {
                                 summary.dead_letters.add(Reason::Late);
                                 let frontier = clock.frontier();
-                                dead_in.update_at(late_letter(&event, frontier), frontier, 1);
+                                dead_in.update_at(
+                                    late_letter("pipeline", Position::Source, &event, frontier),
+                                    frontier,
+                                    1,
+                                );
                             }
                         },
                         Err(dead) => {
@@ -553,8 +572,18 @@ impl EventClock {
     /// Moves the frontier up to the watermark if it has passed it; returns
     /// the new frontier when it moved.
     pub fn advance(&mut self) -> Option<Time> {
+        let max_seen = self.max_seen?;
+        self.advance_from(max_seen)
+    }
+
+    /// Moves the frontier up to the watermark that trails `event_time`
+    /// rather than the largest event time admitted: a source that reads
+    /// several partitions passes the least of their largest event times, so
+    /// that one partition running ahead does not make the others late.
+    /// Returns the new frontier when it moved.
+    pub fn advance_from(&mut self, event_time: Millis) -> Option<Time> {
         let lateness = self.config.allowed_lateness?;
-        let watermark = self.config.stamp(self.max_seen?.saturating_sub(lateness));
+        let watermark = self.config.stamp(event_time.saturating_sub(lateness));
         (watermark > self.frontier).then(|| {
             self.frontier = watermark;
             watermark
@@ -562,10 +591,17 @@ impl EventClock {
     }
 }
 
-fn late_letter(event: &Event, frontier: Time) -> DeadLetter {
+/// The dead letter of an event read at `position` of `source` and found
+/// beyond the horizon of `frontier`.
+pub(crate) fn late_letter(
+    source: &str,
+    position: Position,
+    event: &Event,
+    frontier: Time,
+) -> DeadLetter {
     DeadLetter::new(
-        "pipeline",
-        Position::Source,
+        source,
+        position,
         Reason::Late,
         format!(
             "event time {} is beyond the horizon of frontier {frontier}",

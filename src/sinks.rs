@@ -77,6 +77,7 @@ mod table;
 mod tests;
 mod text;
 
+pub(crate) use jsonl::{json_keys, push_object};
 pub use operator::{SinkExt, SinkHandle, SinkReport};
 pub use set::{AttachedSinks, NamedOutputs, SinkSet};
 
@@ -212,6 +213,12 @@ pub trait OutputRecord: differential_dataflow::ExchangeData {
     /// This record's values, in the order and arity of [`OutputRecord::columns`];
     /// each value must fit its column's type (or be [`Value::Null`]).
     fn values(&self) -> Vec<Value>;
+    /// How many leading columns form the record's key: a changelog topic
+    /// ([`crate::kafka`]) keys its messages by them, and holds one current
+    /// value per key. Defaults to every column (the whole record is the key).
+    fn key_columns() -> usize {
+        Self::columns().len()
+    }
 }
 
 /// Dead letters as output rows: `source`, `position` (its display form,
@@ -235,6 +242,11 @@ impl OutputRecord for DeadLetter {
             Value::Text(self.detail.clone()),
             Value::Text(self.excerpt.clone()),
         ]
+    }
+
+    /// A record is identified by where it was: its source and position.
+    fn key_columns() -> usize {
+        2
     }
 }
 
@@ -492,6 +504,14 @@ pub enum SinkError {
         sink: String,
         /// The format.
         format: OutputFormat,
+    },
+    /// Producing to or reading back a Kafka topic failed.
+    #[error("{sink}: kafka: {message}")]
+    Kafka {
+        /// The sink name (its topic).
+        sink: String,
+        /// What failed.
+        message: String,
     },
     /// A format name that `OutputFormat::from_str` does not know.
     #[error("unknown output format {text:?} (expected table, jsonl, csv or parquet)")]

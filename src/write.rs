@@ -365,6 +365,12 @@ impl<W: Write> JsonlWriter<W> {
         self.rows
     }
 
+    /// The last record written, as JSON without the line break: one
+    /// message payload (write to `std::io::sink()` to encode only).
+    pub fn last_record(&self) -> &[u8] {
+        self.line.strip_suffix(b"\n").unwrap_or(&self.line)
+    }
+
     /// Flushes and returns the destination.
     pub fn finish(mut self) -> Result<W, WriteError> {
         self.out.flush()?;

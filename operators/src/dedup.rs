@@ -264,6 +264,11 @@ impl OutputRecord for Duplicate {
             Value::Money(self.revenue_micros),
         ]
     }
+
+    /// Copies of one event id share a key; identical copies make a multiplicity above one.
+    fn key_columns() -> usize {
+        3
+    }
 }
 
 /// The two outputs of deduplication.

@@ -289,6 +289,11 @@ impl OutputRecord for Verdict {
             Value::I64(self.threshold),
         ]
     }
+
+    /// One verdict per event, rule and key (`ts` and `kind` follow from the event).
+    fn key_columns() -> usize {
+        5
+    }
 }
 
 pub use adflow::event::Identity;

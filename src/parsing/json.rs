@@ -9,8 +9,10 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue as JsonRaw;
 
-use super::{Field, RawFields, RawValue, Rejection};
+use super::{EventValidator, Field, RawFields, RawValue, Rejection};
 use crate::dead_letter::Reason;
+use crate::event::Event;
+use crate::schema::MAX_RECORD_BYTES;
 
 #[derive(Deserialize)]
 struct JsonRecord<'a> {
@@ -87,6 +89,30 @@ pub fn parse_json(line: &[u8]) -> Result<RawFields<'_>, Rejection> {
         }
     }
     Ok(raw)
+}
+
+/// Validates one JSON record given as text (a line of a file); a blank
+/// line is malformed.
+pub fn parse_json_text(text: &str, validator: &mut EventValidator) -> Result<Event, Rejection> {
+    if text.trim().is_empty() {
+        return Err(Rejection::message(Reason::MalformedJson, "empty line"));
+    }
+    parse_json(text.as_bytes()).and_then(|raw| validator.validate(&raw))
+}
+
+/// Validates one JSON record given as bytes (a Kafka message payload): a
+/// record over [`MAX_RECORD_BYTES`] is `record_too_large` and bytes that
+/// are not UTF-8 are `invalid_utf8`, as for lines of a file.
+pub fn parse_json_bytes(bytes: &[u8], validator: &mut EventValidator) -> Result<Event, Rejection> {
+    if bytes.len() > MAX_RECORD_BYTES {
+        return Err(Rejection::message(
+            Reason::RecordTooLarge,
+            format!("{} bytes", bytes.len()),
+        ));
+    }
+    let text = std::str::from_utf8(bytes)
+        .map_err(|error| Rejection::message(Reason::InvalidUtf8, error.to_string()))?;
+    parse_json_text(text, validator)
 }
 
 fn interpret(field: Field, text: &str) -> Result<Option<RawValue<'_>>, Rejection> {

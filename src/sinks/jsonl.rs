@@ -33,29 +33,14 @@ impl JsonlWriter {
 
 impl RowWriter for JsonlWriter {
     fn begin(&mut self, columns: &[Column]) -> Result<(), SinkError> {
-        self.keys = columns
-            .iter()
-            .map(|column| {
-                let mut key = Vec::new();
-                push_json_string(&mut key, column.name);
-                key.push(b':');
-                key
-            })
-            .collect();
+        self.keys = json_keys(columns);
         Ok(())
     }
 
     fn write_row(&mut self, row: &[Value]) -> Result<(), SinkError> {
         self.line.clear();
-        self.line.push(b'{');
-        for (index, (key, value)) in self.keys.iter().zip(row).enumerate() {
-            if index > 0 {
-                self.line.push(b',');
-            }
-            self.line.extend_from_slice(key);
-            push_value(&mut self.line, value);
-        }
-        self.line.extend_from_slice(b"}\n");
+        push_object(&mut self.line, &self.keys, row);
+        self.line.push(b'\n');
         self.bytes
             .write_all(&self.line)
             .map_err(io_error(&self.target))
@@ -68,6 +53,34 @@ impl RowWriter for JsonlWriter {
     fn finish(mut self: Box<Self>) -> Result<(), SinkError> {
         self.flush()
     }
+}
+
+/// Appends `row` as one JSON object whose keys are the escaped `"name":`
+/// prefixes in `keys` (from [`json_keys`]), in order: the JSONL format's
+/// lines, and the Kafka sink's message keys and values.
+pub(crate) fn push_object(line: &mut Vec<u8>, keys: &[Vec<u8>], row: &[Value]) {
+    line.push(b'{');
+    for (index, (key, value)) in keys.iter().zip(row).enumerate() {
+        if index > 0 {
+            line.push(b',');
+        }
+        line.extend_from_slice(key);
+        push_value(line, value);
+    }
+    line.push(b'}');
+}
+
+/// Each column's escaped `"name":` prefix, for [`push_object`].
+pub(crate) fn json_keys(columns: &[Column]) -> Vec<Vec<u8>> {
+    columns.iter().map(|column| json_key(column.name)).collect()
+}
+
+/// `"name":`, escaped.
+fn json_key(name: &str) -> Vec<u8> {
+    let mut key = Vec::new();
+    push_json_string(&mut key, name);
+    key.push(b':');
+    key
 }
 
 fn push_value(line: &mut Vec<u8>, value: &Value) {

@@ -85,23 +85,23 @@ impl SinkHandle {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn attach(&self) {
+    pub(crate) fn attach(&self) {
         let mut state = self.lock();
         state.attached += 1;
         state.report.finished = false;
     }
 
-    fn close(&self) {
+    pub(crate) fn close(&self) {
         let mut state = self.lock();
         state.closed += 1;
         state.report.finished = state.closed >= state.attached;
     }
 
-    fn record(&self, error: SinkError) {
+    pub(crate) fn record(&self, error: SinkError) {
         self.lock().report.errors.push(error);
     }
 
-    fn set_rows(&self, rows: u64) {
+    pub(crate) fn set_rows(&self, rows: u64) {
         self.lock().report.rows = rows;
     }
 

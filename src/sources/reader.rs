@@ -18,7 +18,7 @@ use crate::dead_letter::{DeadLetter, Position, Reason};
 use crate::event::Event;
 use crate::parsing::arrow::BatchFields;
 use crate::parsing::csv::CsvHeader;
-use crate::parsing::json::parse_json;
+use crate::parsing::json::parse_json_text;
 use crate::parsing::{EventValidator, Rejection};
 use crate::schema::MAX_RECORD_BYTES;
 use crate::write::FileFormat;
@@ -226,7 +226,7 @@ impl UnitReader {
                             Err(Rejection::message(Reason::InvalidUtf8, error.to_string()))
                         }
                         (false, Ok(text)) => match csv {
-                            None => parse_json_line(text, &mut self.validator),
+                            None => parse_json_text(text, &mut self.validator),
                             Some(CsvState {
                                 header: header @ None,
                             }) => match CsvHeader::parse(text) {
@@ -323,13 +323,6 @@ fn next_batch(
             Some(Err(format!("parquet decoder panicked: {message}")))
         }
     }
-}
-
-fn parse_json_line(text: &str, validator: &mut EventValidator) -> Result<Event, Rejection> {
-    if text.trim().is_empty() {
-        return Err(Rejection::message(Reason::MalformedJson, "empty line"));
-    }
-    parse_json(text.as_bytes()).and_then(|raw| validator.validate(&raw))
 }
 
 fn open_lines(

@@ -212,6 +212,11 @@ impl OutputRecord for Credit {
             Value::I64(self.conversion_credit),
         ]
     }
+
+    /// One credit per model, conversion and touch (`conversion_ts` follows from the conversion).
+    fn key_columns() -> usize {
+        4
+    }
 }
 
 /// Columns: `conversion`, `conversion_ts`, `revenue` (money).
@@ -230,6 +235,11 @@ impl OutputRecord for Unattributed {
             Value::Time(self.conversion_ts),
             Value::Money(self.revenue_micros),
         ]
+    }
+
+    /// One row per conversion.
+    fn key_columns() -> usize {
+        1
     }
 }
 
@@ -259,6 +269,11 @@ impl OutputRecord for CampaignDayAttribution {
             Value::I64(self.conversion_micros),
             Value::Money(self.revenue_micros),
         ]
+    }
+
+    /// One row per campaign, ad, model and day.
+    fn key_columns() -> usize {
+        4
     }
 }
 

@@ -321,4 +321,9 @@ impl OutputRecord for MetricsRow {
             ratio_value(self.roas()),
         ]
     }
+
+    /// One row per granularity, bucket, campaign, ad, country and device type.
+    fn key_columns() -> usize {
+        6
+    }
 }

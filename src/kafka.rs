@@ -1,0 +1,613 @@
+//! Kafka: read JSON events from a topic and maintain every output
+//! collection as a changelog topic, restartable without loss or double
+//! counting.
+//!
+//! [`KafkaPipeline`] is the streaming twin of
+//! [`Pipeline`](crate::pipeline::Pipeline): it spreads the input topic's
+//! partitions over the timely workers of one process (partition `p` goes
+//! to worker `p % workers`), parses each message with the same validator
+//! as the file sources (a message that is not a valid event becomes a
+//! [`DeadLetter`](crate::dead_letter::DeadLetter) at its partition and
+//! offset), admits events through the same
+//! [`EventClock`], and hands the caller the
+//! same [`Streams`]. Outputs go to topics through [`KafkaOutputs::sink`],
+//! as upsert changelogs or raw diffs ([`ChangelogMode`]).
+//!
+//! The watermark trails the least of the largest event times of the
+//! partitions, leaving out partitions that delivered nothing for
+//! [`KafkaSourceConfig::idle_timeout`], so an idle partition does not
+//! stall results.
+//!
+//! Delivery: a worker commits its partitions' offsets (to the consumer
+//! group) only once every sink has produced, and the broker acknowledged,
+//! every result of the messages before them. A restart replays the input
+//! from where the group first started (recorded in the commit metadata)
+//! up to the committed offsets while the sinks only rebuild their state,
+//! then each sink produces the difference between its state and what its
+//! topic holds, and carries on. `docs/operations.md` explains the design.
+//!
+//! ```no_run
+//! use adflow::kafka::{ChangelogMode, KafkaPipeline, KafkaSourceConfig};
+//! use adflow::pipeline::TimeConfig;
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let source = KafkaSourceConfig::new("localhost:9092", "events", "adflow");
+//! let summary = KafkaPipeline::new(source)
+//!     .time(TimeConfig::stream())
+//!     .workers(2)
+//!     .run(|_scope, streams, outputs| {
+//!         outputs.sink(streams.dead_letters, "events-dlq", ChangelogMode::Upsert, &streams.probe);
+//!         streams.events.probe_with(&streams.probe);
+//!     })?;
+//! println!("{} events", summary.run.events.total());
+//! # Ok(()) }
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use differential_dataflow::collection::VecCollection;
+use rdkafka::config::ClientConfig;
+use timely::dataflow::{ProbeHandle, Scope};
+
+use crate::dead_letter::Reason;
+use crate::parsing::EventValidator;
+use crate::pipeline::{late_letter, Admission, EventClock, RunSummary, Streams, Time, TimeConfig};
+use crate::sinks::{NamedOutputs, OutputRecord, SinkHandle};
+use crate::timestamp::{parse_rfc3339, Millis};
+
+mod resume;
+mod sink;
+mod source;
+mod topic;
+
+pub use sink::ChangelogMode;
+pub use topic::{compacted, produce_events, read_topic, MessageProducer, TopicMessage};
+
+use resume::Resume;
+use sink::{sink_to_topic, SinkTarget};
+use source::{Polled, WorkerSource};
+
+/// Messages read between two looks at the watermark and the dataflow.
+const READ_BATCH: usize = 4096;
+
+/// How long a worker with nothing to read waits for a message.
+const POLL_WAIT: Duration = Duration::from_millis(2);
+
+/// Why the Kafka pipeline could not run. Bad messages are dead letters.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KafkaError {
+    /// librdkafka refused a request.
+    #[error("{context}: {source}")]
+    Client {
+        /// What was being done.
+        context: &'static str,
+        /// The client's error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// The input topic does not exist or has no partitions.
+    #[error("topic {0} does not exist or has no partitions")]
+    NoPartitions(String),
+    /// An event could not be encoded as JSON.
+    #[error("encoding an event: {0}")]
+    Encode(String),
+    /// The broker refused messages.
+    #[error("{failed} messages not delivered, the first because: {first}")]
+    Undelivered {
+        /// How many.
+        failed: u64,
+        /// The first refusal.
+        first: String,
+    },
+    /// A request did not complete in time.
+    #[error("timed out {0}")]
+    Timeout(String),
+    /// Timely could not start.
+    #[error("timely: {0}")]
+    Timely(String),
+    /// A worker thread panicked or could not open its partitions.
+    #[error("worker failed: {0}")]
+    Worker(String),
+}
+
+impl KafkaError {
+    /// Wraps a client error with what was being done, for `map_err`.
+    pub(crate) fn client(
+        context: &'static str,
+    ) -> impl FnOnce(rdkafka::error::KafkaError) -> KafkaError {
+        move |source| KafkaError::Client { context, source }
+    }
+}
+
+/// Where a consumer group that has never committed starts reading.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StartFrom {
+    /// The oldest retained message of each partition.
+    #[default]
+    Earliest,
+    /// Only messages produced after the start.
+    Latest,
+    /// The first message of each partition whose Kafka timestamp is at or
+    /// after this instant (epoch milliseconds).
+    Timestamp(Millis),
+}
+
+impl FromStr for StartFrom {
+    type Err = String;
+
+    /// `earliest`, `latest`, an RFC 3339 instant or epoch milliseconds.
+    fn from_str(text: &str) -> Result<StartFrom, String> {
+        match text {
+            "earliest" => Ok(StartFrom::Earliest),
+            "latest" => Ok(StartFrom::Latest),
+            other => other
+                .parse::<Millis>()
+                .ok()
+                .or_else(|| parse_rfc3339(other))
+                .map(StartFrom::Timestamp)
+                .ok_or_else(|| {
+                    format!(
+                        "expected earliest, latest, an RFC 3339 time or epoch ms, not {other:?}"
+                    )
+                }),
+        }
+    }
+}
+
+impl fmt::Display for StartFrom {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartFrom::Earliest => f.write_str("earliest"),
+            StartFrom::Latest => f.write_str("latest"),
+            StartFrom::Timestamp(ms) => write!(f, "{ms}"),
+        }
+    }
+}
+
+/// Where and how to read the input topic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaSourceConfig {
+    /// `bootstrap.servers`: comma-separated `host:port`.
+    pub brokers: String,
+    /// The topic of JSON events (docs/schema.md), one event per message.
+    pub topic: String,
+    /// The consumer group that commits offsets.
+    pub group: String,
+    /// Where a group that has never committed starts.
+    pub start: StartFrom,
+    /// A partition that delivers nothing for this long no longer holds the
+    /// watermark back; it counts again with its next message.
+    pub idle_timeout: Duration,
+    /// Stop once every partition has reached its end (bounded runs and
+    /// tests); otherwise run until [`Shutdown::stop`].
+    pub stop_at_end: bool,
+    /// Extra librdkafka settings for every client (e.g. `security.protocol`).
+    pub client: BTreeMap<String, String>,
+}
+
+impl KafkaSourceConfig {
+    /// Reads `topic` from `brokers` as consumer group `group`, from the
+    /// earliest offset, with a five-second idle timeout, until stopped.
+    pub fn new(
+        brokers: impl Into<String>,
+        topic: impl Into<String>,
+        group: impl Into<String>,
+    ) -> KafkaSourceConfig {
+        KafkaSourceConfig {
+            brokers: brokers.into(),
+            topic: topic.into(),
+            group: group.into(),
+            start: StartFrom::Earliest,
+            idle_timeout: Duration::from_secs(5),
+            stop_at_end: false,
+            client: BTreeMap::new(),
+        }
+    }
+}
+
+/// The librdkafka configuration every adflow client starts from:
+/// `bootstrap.servers` and the extra settings in `client`. The one place
+/// that creates a `ClientConfig` (clippy.toml), so every client of a run
+/// gets the same security and timeout settings.
+pub fn client_config(brokers: &str, client: &BTreeMap<String, String>) -> ClientConfig {
+    #[allow(clippy::disallowed_methods)]
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    for (key, value) in client {
+        config.set(key, value);
+    }
+    config
+}
+
+/// Stops a running [`KafkaPipeline`] from another thread.
+#[derive(Clone, Debug, Default)]
+pub struct Shutdown {
+    state: Arc<AtomicU8>,
+}
+
+// The state starts at 0, running.
+const FINISHING: u8 = 1;
+const STOPPING: u8 = 2;
+const ABORTING: u8 = 3;
+
+impl Shutdown {
+    /// Read on until every partition has reached its end, then stop as
+    /// [`Shutdown::stop`] does (for a feed that has finished).
+    pub fn finish(&self) {
+        self.state.fetch_max(FINISHING, Ordering::SeqCst);
+    }
+
+    /// Stop reading, finish the results of what was read, commit, return.
+    pub fn stop(&self) {
+        self.state.fetch_max(STOPPING, Ordering::SeqCst);
+    }
+
+    /// Stop at once, as a crash would: no draining, no flushing, no
+    /// commit. What the sinks had not flushed is lost; a restart recovers it.
+    pub fn abort(&self) {
+        self.state.store(ABORTING, Ordering::SeqCst);
+    }
+
+    fn state(&self) -> u8 {
+        self.state.load(Ordering::SeqCst)
+    }
+}
+
+/// Attaches output collections to topics, inside the dataflow that
+/// [`KafkaPipeline::run`] builds.
+pub struct KafkaOutputs {
+    target: SinkTarget,
+    handles: Arc<Mutex<BTreeMap<String, SinkHandle>>>,
+}
+
+impl KafkaOutputs {
+    /// Maintains `collection` in `topic` as `mode` says, keyed by the
+    /// record's [`OutputRecord::key_columns`]. The sink attaches `probe`
+    /// after itself: once the probe passes a time, the broker has
+    /// acknowledged every message for the times before it. Errors are
+    /// recorded in the returned handle (shared by every worker).
+    pub fn sink<'scope, D: OutputRecord>(
+        &self,
+        collection: VecCollection<'scope, Time, D>,
+        topic: &str,
+        mode: ChangelogMode,
+        probe: &ProbeHandle<Time>,
+    ) -> SinkHandle {
+        let handle = self
+            .handles
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(topic.to_owned())
+            .or_insert_with(|| SinkHandle::new(topic))
+            .clone();
+        sink_to_topic(collection, topic, mode, &self.target, probe, handle)
+    }
+
+    /// The named outputs of a pipeline definition (e.g. adflow-operators'
+    /// `Analytics::emit`) as topics `<prefix><name>`, each in `mode`.
+    pub fn topics<'a>(
+        &'a self,
+        prefix: &str,
+        mode: ChangelogMode,
+        probe: &'a ProbeHandle<Time>,
+    ) -> TopicSet<'a> {
+        TopicSet {
+            outputs: self,
+            prefix: prefix.to_owned(),
+            mode,
+            probe,
+        }
+    }
+}
+
+/// Named outputs as topics: see [`KafkaOutputs::topics`].
+pub struct TopicSet<'a> {
+    outputs: &'a KafkaOutputs,
+    prefix: String,
+    mode: ChangelogMode,
+    probe: &'a ProbeHandle<Time>,
+}
+
+impl<'scope> NamedOutputs<'scope> for TopicSet<'_> {
+    fn output<D: OutputRecord>(&mut self, name: &str, collection: VecCollection<'scope, Time, D>) {
+        let topic = format!("{}{name}", self.prefix);
+        self.outputs.sink(collection, &topic, self.mode, self.probe);
+    }
+}
+
+/// What a Kafka run did.
+#[derive(Clone, Debug, Default)]
+pub struct KafkaSummary {
+    /// Events and dead letters read, as for file pipelines (`input_bytes`
+    /// counts message payloads).
+    pub run: RunSummary,
+    /// Offset commits made, over all workers.
+    pub commits: u64,
+    /// Consumer and commit errors that were not about one message.
+    pub errors: Vec<String>,
+    /// Every sink's report, by topic.
+    pub sinks: BTreeMap<String, crate::sinks::SinkReport>,
+    /// Whether the run was aborted ([`Shutdown::abort`]).
+    pub aborted: bool,
+}
+
+/// Builds and runs a pipeline over a Kafka topic.
+pub struct KafkaPipeline {
+    source: KafkaSourceConfig,
+    time: TimeConfig,
+    workers: usize,
+    shutdown: Shutdown,
+    on_progress: Option<Arc<dyn Fn(Time) + Send + Sync>>,
+}
+
+impl KafkaPipeline {
+    /// A pipeline over `source`, with stream time and one worker.
+    pub fn new(source: KafkaSourceConfig) -> KafkaPipeline {
+        KafkaPipeline {
+            source,
+            time: TimeConfig::stream(),
+            workers: 1,
+            shutdown: Shutdown::default(),
+            on_progress: None,
+        }
+    }
+
+    /// Calls `progress(t)` (on worker 0's thread) each time the probe
+    /// behind every sink passes a new time `t`: every result for the times
+    /// before `t` has been emitted and acknowledged. For lag monitoring and
+    /// latency measurements.
+    pub fn on_progress(mut self, progress: impl Fn(Time) + Send + Sync + 'static) -> KafkaPipeline {
+        self.on_progress = Some(Arc::new(progress));
+        self
+    }
+
+    /// Sets how event time drives the clock.
+    pub fn time(mut self, time: TimeConfig) -> KafkaPipeline {
+        self.time = time;
+        self
+    }
+
+    /// Runs on `workers` threads. Partitions are spread over them; a worker
+    /// without partitions follows the others' watermark.
+    pub fn workers(mut self, workers: usize) -> KafkaPipeline {
+        self.workers = workers.max(1);
+        self
+    }
+
+    /// A handle to stop the run from another thread.
+    pub fn shutdown(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    /// Builds the caller's dataflow on every worker and streams the topic
+    /// through it until the input ends ([`KafkaSourceConfig::stop_at_end`])
+    /// or [`Shutdown`] says so.
+    pub fn run<F>(self, build: F) -> Result<KafkaSummary, KafkaError>
+    where
+        F: for<'scope> Fn(Scope<'scope, Time>, Streams<'scope>, &KafkaOutputs)
+            + Send
+            + Sync
+            + 'static,
+    {
+        let started = Instant::now();
+        let KafkaPipeline {
+            source,
+            time,
+            workers,
+            shutdown,
+            on_progress,
+        } = self;
+        let resume = Arc::new(Resume::new(workers));
+        let handles: Arc<Mutex<BTreeMap<String, SinkHandle>>> = Arc::default();
+        let target = SinkTarget {
+            brokers: source.brokers.clone(),
+            client: source.client.clone(),
+            resume: Arc::clone(&resume),
+        };
+        let worker_handles = Arc::clone(&handles);
+        let guards = timely::execute(timely::Config::process(workers), move |worker| {
+            let outputs = KafkaOutputs {
+                target: target.clone(),
+                handles: Arc::clone(&worker_handles),
+            };
+            let (mut events_in, mut dead_in, probe) = worker.dataflow::<Time, _, _>(|scope| {
+                let (inputs, streams) = Streams::new(scope);
+                build(scope, streams, &outputs);
+                inputs
+            });
+            let mut outcome = WorkerOutcome::default();
+            let validator = EventValidator::new(time.reference, time.max_clock_skew);
+            let mut reader =
+                match WorkerSource::open(&source, validator, worker.index(), worker.peers()) {
+                    Ok(reader) => reader,
+                    Err(error) => {
+                        // Let the other workers' sinks reconcile and finish.
+                        resume.replay_done(0);
+                        outcome.failure = Some(error.to_string());
+                        return outcome;
+                    }
+                };
+            let mut clock = EventClock::new(time);
+            let mut replaying = true;
+            let mut latest_stamp: Option<Time> = None;
+            let mut checkpoints: Vec<(Time, Vec<(i32, i64)>)> = Vec::new();
+            let mut paced_to: Time = 0;
+            let mut batch = Vec::with_capacity(READ_BATCH);
+            let mut quiet = false;
+            let mut reported: Time = 0;
+            loop {
+                let stop_at_end = match shutdown.state() {
+                    ABORTING => {
+                        outcome.aborted = true;
+                        return outcome;
+                    }
+                    STOPPING => break,
+                    FINISHING => true,
+                    _ => source.stop_at_end,
+                };
+                // Wait for messages only when the last look found none, so a
+                // busy stream is never held up by the wait.
+                let wait = if quiet { POLL_WAIT } else { Duration::ZERO };
+                quiet = reader.poll(READ_BATCH, wait, &mut batch) == 0;
+                for polled in batch.drain(..) {
+                    match polled {
+                        Polled::Event(event, position) => {
+                            let at = match clock.admit(event.ts) {
+                                Admission::OnTime(at) => at,
+                                Admission::Correction(at) => {
+                                    outcome.summary.admitted_late += 1;
+                                    at
+                                }
+                                Admission::Late => {
+                                    outcome.summary.dead_letters.add(Reason::Late);
+                                    let frontier = clock.frontier();
+                                    let letter =
+                                        late_letter(&source.topic, position, &event, frontier);
+                                    dead_in.update_at(letter, frontier, 1);
+                                    continue;
+                                }
+                            };
+                            latest_stamp = Some(latest_stamp.map_or(at, |latest| latest.max(at)));
+                            events_in.update_at(event, at, 1);
+                            outcome.summary.events.add(event.kind);
+                        }
+                        Polled::Dead(dead) => {
+                            outcome.summary.dead_letters.add(dead.reason);
+                            dead_in.update_at(dead, clock.frontier(), 1);
+                        }
+                    }
+                }
+                // Everything read so far entered the dataflow before `bound`.
+                let bound = latest_stamp
+                    .map_or_else(|| clock.frontier(), |t| t + 1)
+                    .max(clock.frontier() + 1);
+                if replaying && !reader.replaying() {
+                    replaying = false;
+                    resume.replay_done(bound);
+                }
+                let basis = match reader.event_time_basis(Instant::now()) {
+                    Some(Some(basis)) => {
+                        resume.share_basis(basis);
+                        Some(basis)
+                    }
+                    Some(None) => resume.shared_basis(),
+                    None => None,
+                };
+                if let Some(watermark) = basis.and_then(|basis| clock.advance_from(basis)) {
+                    events_in.advance_to(watermark);
+                    dead_in.advance_to(watermark);
+                    events_in.flush();
+                    dead_in.flush();
+                    if !replaying {
+                        let positions = reader.positions();
+                        if checkpoints
+                            .last()
+                            .is_none_or(|(_, last)| *last != positions)
+                        {
+                            checkpoints.push((bound.max(watermark), positions));
+                        }
+                    }
+                    // An aborted peer never releases its capabilities: stop waiting.
+                    worker
+                        .step_while(|| probe.less_than(&paced_to) && shutdown.state() != ABORTING);
+                    paced_to = watermark;
+                }
+                worker.step();
+                if let Some(progress) = on_progress.as_ref().filter(|_| worker.index() == 0) {
+                    let passed = probe.with_frontier(|frontier| frontier.first().copied());
+                    if let Some(time) = passed.filter(|time| *time > reported) {
+                        reported = time;
+                        progress(time);
+                    }
+                }
+                commit_emitted(&reader, &probe, &resume, &mut checkpoints, &mut outcome);
+                if stop_at_end && quiet && !reader.replaying() && reader.at_end() {
+                    break;
+                }
+            }
+            if replaying {
+                resume.replay_done(latest_stamp.map_or_else(|| clock.frontier(), |t| t + 1));
+            }
+            let final_positions = reader.positions();
+            drop(events_in);
+            drop(dead_in);
+            while worker.step_or_park(None) {
+                if shutdown.state() == ABORTING {
+                    outcome.aborted = true;
+                    return outcome;
+                }
+            }
+            // The dataflow has drained: every result is emitted.
+            if !final_positions.is_empty() && resume.committable() {
+                checkpoints.clear();
+                checkpoints.push((0, final_positions));
+                commit_emitted(&reader, &probe, &resume, &mut checkpoints, &mut outcome);
+            }
+            outcome.summary.input_bytes = reader.bytes;
+            outcome.errors.append(&mut reader.errors);
+            outcome
+        })
+        .map_err(KafkaError::Timely)?;
+        let mut summary = KafkaSummary::default();
+        for result in guards.join() {
+            let outcome = result.map_err(KafkaError::Worker)?;
+            if let Some(failure) = outcome.failure {
+                return Err(KafkaError::Worker(failure));
+            }
+            summary.run.merge(&outcome.summary);
+            summary.run.input_bytes += outcome.summary.input_bytes;
+            summary.run.workers += 1;
+            summary.commits += outcome.commits;
+            summary.errors.extend(outcome.errors);
+            summary.aborted |= outcome.aborted;
+        }
+        summary.run.elapsed = started.elapsed();
+        summary.sinks = handles
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(topic, handle)| (topic.clone(), handle.report()))
+            .collect();
+        Ok(summary)
+    }
+}
+
+/// What one worker did.
+#[derive(Default)]
+struct WorkerOutcome {
+    summary: RunSummary,
+    commits: u64,
+    errors: Vec<String>,
+    aborted: bool,
+    failure: Option<String>,
+}
+
+/// Commits the latest checkpoint whose results every sink has emitted: the
+/// probe has passed its bound and every sink has reconciled.
+fn commit_emitted(
+    reader: &WorkerSource,
+    probe: &ProbeHandle<Time>,
+    resume: &Resume,
+    checkpoints: &mut Vec<(Time, Vec<(i32, i64)>)>,
+    outcome: &mut WorkerOutcome,
+) {
+    if !resume.committable() {
+        return;
+    }
+    let emitted = checkpoints
+        .iter()
+        .take_while(|(bound, _)| !probe.less_than(bound))
+        .count();
+    let Some((_, positions)) = checkpoints.drain(..emitted).next_back() else {
+        return;
+    };
+    match reader.commit(&positions) {
+        Ok(()) => outcome.commits += 1,
+        Err(error) => outcome.errors.push(error.to_string()),
+    }
+}

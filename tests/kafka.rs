@@ -1,0 +1,541 @@
+//! The Kafka source and sinks against librdkafka's in-process mock
+//! cluster: a round trip agrees with the file pipeline, malformed messages
+//! reach the dead-letter topic with their partition and offset, an idle
+//! partition does not stall results, and a run killed mid-stream and
+//! restarted leaves every output topic as an uninterrupted run does.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use adflow::counts::hourly_kind_counts;
+use adflow::dead_letter::Reason;
+use adflow::event::{EventKind, EventRecord};
+use adflow::kafka::{
+    client_config, compacted, read_topic, ChangelogMode, KafkaPipeline, KafkaSourceConfig,
+    KafkaSummary, MessageProducer,
+};
+use adflow::pipeline::{Pipeline, TimeConfig};
+use adflow::sources::discover;
+use adflow::timestamp::HOUR_MS;
+use adflow::write::JsonlWriter;
+use adflow_datagen::{GeneratedEvent, Generator, GeneratorConfig};
+use adflow_operators::analytics::{AnalyticsConfig, AnalyticsExt};
+use adflow_operators::outputs::output_names;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::{Offset, TopicPartitionList};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// adgen's events, one JSON line each.
+fn adgen_lines(events: u64, span_ms: i64) -> Vec<Vec<u8>> {
+    let mut generator = Generator::new(GeneratorConfig {
+        seed: 11,
+        events,
+        span_ms,
+        campaigns: 8,
+        ads_per_campaign: 3,
+        ..GeneratorConfig::default()
+    });
+    let mut event = GeneratedEvent::default();
+    let mut lines = Vec::new();
+    while generator.next_into(&mut event) {
+        lines.push(json_line(&event.record));
+    }
+    lines
+}
+
+fn json_line(record: &EventRecord) -> Vec<u8> {
+    let mut writer = JsonlWriter::new(Vec::new());
+    writer.write(record).expect("writing to memory");
+    let mut line = writer.finish().expect("writing to memory");
+    line.pop();
+    line
+}
+
+/// Produces `lines` to `topic`, keyed by their position so partitions fill evenly.
+fn produce(brokers: &str, topic: &str, lines: &[Vec<u8>], partition: Option<i32>) {
+    let producer = MessageProducer::new(brokers, &BTreeMap::new()).expect("producer");
+    for (index, line) in lines.iter().enumerate() {
+        let key = index.to_string();
+        producer
+            .send(topic, partition, Some(key.as_bytes()), Some(line))
+            .expect("queued");
+    }
+    producer.flush(TIMEOUT).expect("delivered");
+}
+
+fn stream_time() -> TimeConfig {
+    TimeConfig {
+        reference: None,
+        ..TimeConfig::stream()
+    }
+}
+
+fn source(brokers: &str, topic: &str, group: &str) -> KafkaSourceConfig {
+    KafkaSourceConfig {
+        stop_at_end: true,
+        ..KafkaSourceConfig::new(brokers, topic, group)
+    }
+}
+
+/// The compacted state of a topic, values parsed as JSON.
+fn topic_state(brokers: &str, topic: &str) -> BTreeMap<String, serde_json::Value> {
+    let messages = read_topic(brokers, topic, &BTreeMap::new(), TIMEOUT).expect("read back");
+    compacted(&messages)
+        .into_iter()
+        .map(|(key, value)| {
+            let key = String::from_utf8(key).expect("keys are JSON text");
+            let value = serde_json::from_slice(&value).expect("values are JSON");
+            (key, value)
+        })
+        .collect()
+}
+
+/// Hourly counts per kind from the file pipeline over the same lines.
+fn counts_from_files(lines: &[Vec<u8>]) -> BTreeMap<(i64, EventKind), i64> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("events.jsonl");
+    std::fs::write(&path, lines.join(&b'\n')).expect("write events");
+    let inputs = discover(&[path.to_string_lossy()]).expect("discover");
+    let counts = Arc::new(Mutex::new(BTreeMap::new()));
+    let sink = Arc::clone(&counts);
+    Pipeline::new(inputs)
+        .time(stream_time())
+        .run(move |_scope, streams| {
+            let sink = Arc::clone(&sink);
+            hourly_kind_counts(streams.events)
+                .inspect(move |(count, _time, diff)| {
+                    let mut counts = sink.lock().expect("lock");
+                    *counts.entry(count.clone()).or_insert(0isize) += diff;
+                })
+                .probe_with(&streams.probe);
+        })
+        .expect("file pipeline");
+    let counts = counts.lock().expect("lock");
+    counts
+        .iter()
+        .filter(|(_, diff)| **diff != 0)
+        .map(|(count, _)| ((count.hour, count.kind), count.count))
+        .collect()
+}
+
+#[test]
+fn round_trip_agrees_with_the_file_pipeline_and_dead_letters_malformed_messages() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let brokers = cluster.bootstrap_servers();
+    cluster.create_topic("events", 4, 1).expect("topic");
+
+    let lines = adgen_lines(20_000, 6 * HOUR_MS);
+    produce(&brokers, "events", &lines, None);
+    // Malformed messages, each at a known partition and offset: partition
+    // 3 already holds its share of the events.
+    let bad: [(&[u8], Reason); 3] = [
+        (b"not json", Reason::MalformedJson),
+        (b"\xff\xfe", Reason::InvalidUtf8),
+        (
+            br#"{"event_id":"x","kind":"sale","ts":"2026-11-01T00:00:00Z","user_id":"u"}"#,
+            Reason::UnknownKind,
+        ),
+    ];
+    let consumer: BaseConsumer = client_config(&brokers, &BTreeMap::new())
+        .create()
+        .expect("consumer");
+    let (_, first_bad) = consumer
+        .fetch_watermarks("events", 3, TIMEOUT)
+        .expect("watermarks");
+    let payloads: Vec<Vec<u8>> = bad.iter().map(|(payload, _)| payload.to_vec()).collect();
+    produce(&brokers, "events", &payloads, Some(3));
+
+    let summary = KafkaPipeline::new(source(&brokers, "events", "round-trip"))
+        .time(stream_time())
+        .workers(2)
+        .run(|_scope, streams, outputs| {
+            let probe = &streams.probe;
+            outputs.sink(
+                hourly_kind_counts(streams.events),
+                "counts",
+                ChangelogMode::Upsert,
+                probe,
+            );
+            outputs.sink(
+                streams.dead_letters,
+                "events-dlq",
+                ChangelogMode::Upsert,
+                probe,
+            );
+        })
+        .expect("kafka pipeline");
+    assert_sinks_ok(&summary);
+
+    let expected = counts_from_files(&lines);
+    assert!(!expected.is_empty());
+    let counts: BTreeMap<(i64, EventKind), i64> = topic_state(&brokers, "counts")
+        .values()
+        .map(|value| {
+            let hour = adflow::timestamp::parse_rfc3339(value["hour"].as_str().unwrap_or(""))
+                .expect("an RFC 3339 hour");
+            let kind = EventKind::parse(value["kind"].as_str().unwrap_or("")).expect("a kind");
+            ((hour, kind), value["count"].as_i64().expect("a count"))
+        })
+        .collect();
+    assert_eq!(counts, expected);
+    let read: u64 = expected.values().map(|count| *count as u64).sum();
+    assert_eq!(summary.run.events.total(), read);
+
+    let dead = topic_state(&brokers, "events-dlq");
+    assert_eq!(dead.len(), bad.len(), "{dead:#?}");
+    for (index, (_, reason)) in bad.iter().enumerate() {
+        let position = format!("partition 3 offset {}", first_bad + index as i64);
+        let letter = dead
+            .values()
+            .find(|letter| letter["position"] == position.as_str())
+            .unwrap_or_else(|| panic!("no dead letter at {position}: {dead:#?}"));
+        assert_eq!(letter["reason"], reason.code());
+        assert_eq!(letter["source"], "events");
+        assert_eq!(summary.run.dead_letters.get(*reason), 1);
+    }
+    assert_eq!(summary.run.dead_letters.total(), bad.len() as u64);
+}
+
+fn assert_sinks_ok(summary: &KafkaSummary) {
+    assert!(summary.errors.is_empty(), "{:?}", summary.errors);
+    for (topic, report) in &summary.sinks {
+        assert!(report.is_ok(), "{topic}: {report:?}");
+    }
+}
+
+/// Runs `pipeline` on a thread; returns its join handle and shutdown.
+fn spawn_counts(
+    pipeline: KafkaPipeline,
+    output: &'static str,
+) -> (thread::JoinHandle<KafkaSummary>, adflow::kafka::Shutdown) {
+    let shutdown = pipeline.shutdown();
+    let handle = thread::spawn(move || {
+        pipeline
+            .run(move |_scope, streams, outputs| {
+                let counts = hourly_kind_counts(streams.events);
+                outputs.sink(counts, output, ChangelogMode::Upsert, &streams.probe);
+            })
+            .expect("kafka pipeline")
+    });
+    (handle, shutdown)
+}
+
+#[test]
+fn an_idle_partition_stalls_results_only_until_its_idle_timeout() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let brokers = cluster.bootstrap_servers();
+    cluster.create_topic("sparse", 2, 1).expect("topic");
+    // Three hours of events, all in partition 0; partition 1 stays empty.
+    produce(
+        &brokers,
+        "sparse",
+        &adgen_lines(3_000, 3 * HOUR_MS),
+        Some(0),
+    );
+
+    let mut rows = Vec::new();
+    for (idle_timeout, output) in [
+        (Duration::from_secs(3600), "counts-patient"),
+        (Duration::from_millis(200), "counts-idle"),
+    ] {
+        let config = KafkaSourceConfig {
+            idle_timeout,
+            ..KafkaSourceConfig::new(&brokers, "sparse", output)
+        };
+        let (handle, shutdown) =
+            spawn_counts(KafkaPipeline::new(config).time(stream_time()), output);
+        thread::sleep(Duration::from_secs(3));
+        rows.push(topic_state(&brokers, output).len());
+        shutdown.stop();
+        let summary = handle.join().expect("pipeline thread");
+        assert_eq!(summary.run.events.total(), 3_000);
+    }
+    assert_eq!(rows[0], 0, "the empty partition holds the watermark back");
+    assert!(rows[1] > 0, "once idle, it no longer does");
+}
+
+/// Every output of the shared pipeline definition (`Analytics::emit`) to
+/// topics named `<prefix>-<output>`, and the hourly metrics also as raw
+/// diffs to `<prefix>-metrics-hourly-diffs`.
+fn run_analytics(pipeline: KafkaPipeline, prefix: &'static str) -> KafkaSummary {
+    pipeline
+        .run(move |_scope, streams, outputs| {
+            let probe = &streams.probe;
+            let config = AnalyticsConfig::default().with_horizon_of(&stream_time());
+            let analytics = streams.events.analyze(&config);
+            outputs.sink(
+                analytics.metrics.hourly.clone(),
+                &format!("{prefix}-metrics-hourly-diffs"),
+                ChangelogMode::RawDiff,
+                probe,
+            );
+            let mut topics = outputs.topics(&format!("{prefix}-"), ChangelogMode::Upsert, probe);
+            analytics.emit(
+                &config.attribution.models,
+                streams.dead_letters,
+                &mut topics,
+            );
+        })
+        .expect("kafka pipeline")
+}
+
+/// Sum of `diff` per row of a raw-diff topic, zeros dropped.
+fn raw_diff_state(brokers: &str, topic: &str) -> BTreeMap<String, i64> {
+    let messages = read_topic(brokers, topic, &BTreeMap::new(), TIMEOUT).expect("read back");
+    let mut sums = BTreeMap::new();
+    for message in messages {
+        let value: serde_json::Value =
+            serde_json::from_slice(message.value.as_deref().unwrap_or_default()).expect("JSON");
+        *sums.entry(value["row"].to_string()).or_insert(0) += value["diff"].as_i64().expect("diff");
+    }
+    sums.retain(|_, sum| *sum != 0);
+    sums
+}
+
+fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> i64 {
+    let consumer: BaseConsumer = client_config(brokers, &BTreeMap::new())
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    let mut query = TopicPartitionList::new();
+    for partition in 0..partitions {
+        query.add_partition(topic, partition);
+    }
+    let Ok(offsets) = consumer.committed_offsets(query, TIMEOUT) else {
+        return 0;
+    };
+    offsets
+        .elements()
+        .iter()
+        .map(|element| match element.offset() {
+            Offset::Offset(offset) => offset,
+            _ => 0,
+        })
+        .sum()
+}
+
+/// What a test runs over the input topic: a pipeline writing topics
+/// `<prefix>-<output>`.
+type Run = fn(KafkaPipeline, &'static str) -> KafkaSummary;
+
+/// Kills a run of `run` mid-stream once it has committed, feeds the rest
+/// of the input, restarts it, and compares every output topic (`outputs`,
+/// compacted; `raw_diffs`, summed) with an uninterrupted run's.
+fn killed_and_restarted_equals_uninterrupted(run: Run, outputs: &[String], raw_diffs: &str) {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let brokers = cluster.bootstrap_servers();
+    cluster.create_topic("clicks", 4, 1).expect("topic");
+    let lines = adgen_lines(40_000, 12 * HOUR_MS);
+    let (first, second) = lines.split_at(lines.len() / 2);
+
+    // The first half is in the topic when the interrupted run starts; it
+    // is killed once it has committed offsets, mid-stream.
+    produce(&brokers, "clicks", first, None);
+    let pipeline = KafkaPipeline::new(KafkaSourceConfig::new(&brokers, "clicks", "restarted"))
+        .time(stream_time())
+        .workers(2);
+    let shutdown = pipeline.shutdown();
+    let killed = thread::spawn(move || run(pipeline, "restarted"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while committed(&brokers, "restarted", "clicks", 4) == 0 {
+        assert!(Instant::now() < deadline, "the first run never committed");
+        thread::sleep(Duration::from_millis(20));
+    }
+    shutdown.abort();
+    let killed = killed.join().expect("first run");
+    assert!(killed.aborted);
+    let committed_at_kill = committed(&brokers, "restarted", "clicks", 4);
+    assert!(committed_at_kill > 0 && committed_at_kill < lines.len() as i64);
+
+    // The rest arrives while it is down; the restarted run reads to the end.
+    produce(&brokers, "clicks", second, None);
+    let restarted = run(
+        KafkaPipeline::new(source(&brokers, "clicks", "restarted"))
+            .time(stream_time())
+            .workers(2),
+        "restarted",
+    );
+    assert_sinks_ok(&restarted);
+    assert_eq!(
+        committed(&brokers, "restarted", "clicks", 4),
+        lines.len() as i64
+    );
+
+    let uninterrupted = run(
+        KafkaPipeline::new(source(&brokers, "clicks", "uninterrupted"))
+            .time(stream_time())
+            .workers(2),
+        "uninterrupted",
+    );
+    assert_sinks_ok(&uninterrupted);
+    assert_eq!(
+        uninterrupted.run.events.total() + uninterrupted.run.dead_letters.total(),
+        lines.len() as u64
+    );
+
+    for output in outputs {
+        let expected = topic_state(&brokers, &format!("uninterrupted-{output}"));
+        let found = topic_state(&brokers, &format!("restarted-{output}"));
+        if output != "dead_letters" && !output.starts_with("attribution_") {
+            assert!(!expected.is_empty(), "{output} is empty");
+        }
+        if found != expected {
+            let keys: std::collections::BTreeSet<&String> =
+                found.keys().chain(expected.keys()).collect();
+            let differing: Vec<&&String> = keys
+                .iter()
+                .filter(|key| found.get(**key) != expected.get(**key))
+                .collect();
+            eprintln!(
+                "{output}: {} keys found, {} expected, {} differ",
+                found.len(),
+                expected.len(),
+                differing.len()
+            );
+            for key in differing.iter().take(2) {
+                eprintln!(
+                    "  {key}\n    found {:?}\n    expected {:?}",
+                    found.get(**key),
+                    expected.get(**key)
+                );
+                for prefix in ["restarted", "uninterrupted"] {
+                    let topic = format!("{prefix}-{output}");
+                    for message in
+                        read_topic(&brokers, &topic, &BTreeMap::new(), TIMEOUT).expect("read")
+                    {
+                        if message.key.as_deref() == Some(key.as_bytes()) {
+                            eprintln!(
+                                "    {topic} p{} o{}: {}",
+                                message.partition,
+                                message.offset,
+                                message.value.as_deref().map_or_else(
+                                    || "tombstone".into(),
+                                    |v| {
+                                        String::from_utf8_lossy(&v[..v.len().min(120)]).into_owned()
+                                    }
+                                )
+                            );
+                        }
+                    }
+                }
+            }
+            panic!("{output} differs");
+        }
+    }
+    let expected = raw_diff_state(&brokers, &format!("uninterrupted-{raw_diffs}"));
+    assert!(!expected.is_empty());
+    let found = raw_diff_state(&brokers, &format!("restarted-{raw_diffs}"));
+    if found != expected {
+        // Show the history of one row that differs, in both topics.
+        let (row, _) = found
+            .iter()
+            .find(|(row, sum)| expected.get(*row) != Some(sum))
+            .or_else(|| {
+                expected
+                    .iter()
+                    .find(|(row, sum)| found.get(*row) != Some(sum))
+            })
+            .expect("a difference");
+        let row: serde_json::Value = serde_json::from_str(row).expect("json");
+        for topic in [
+            &format!("restarted-{raw_diffs}"),
+            &format!("uninterrupted-{raw_diffs}"),
+        ] {
+            eprintln!("{topic}:");
+            for message in read_topic(&brokers, topic, &BTreeMap::new(), TIMEOUT).expect("read") {
+                let value: serde_json::Value =
+                    serde_json::from_slice(message.value.as_deref().unwrap_or_default())
+                        .expect("JSON");
+                if value["row"] == row {
+                    eprintln!(
+                        "  p{} o{} time {} diff {}",
+                        message.partition, message.offset, value["time"], value["diff"]
+                    );
+                }
+            }
+        }
+        eprintln!("killed: {killed:?}");
+        panic!("raw diffs differ");
+    }
+    // The raw diffs sum to the upsert topic's rows (one row per key).
+    assert_eq!(
+        expected.len(),
+        topic_state(&brokers, &format!("uninterrupted-{}", outputs[0])).len()
+    );
+}
+
+/// Hourly counts per kind (upserts and raw diffs) and dead letters.
+fn run_counts(pipeline: KafkaPipeline, prefix: &'static str) -> KafkaSummary {
+    pipeline
+        .run(move |_scope, streams, outputs| {
+            let probe = &streams.probe;
+            let counts = hourly_kind_counts(streams.events);
+            let diffs = format!("{prefix}-counts-diffs");
+            outputs.sink(counts.clone(), &diffs, ChangelogMode::RawDiff, probe);
+            outputs.sink(
+                counts,
+                &format!("{prefix}-counts"),
+                ChangelogMode::Upsert,
+                probe,
+            );
+            let dead = format!("{prefix}-dead_letters");
+            outputs.sink(streams.dead_letters, &dead, ChangelogMode::Upsert, probe);
+        })
+        .expect("kafka pipeline")
+}
+
+#[test]
+fn hourly_counts_killed_mid_stream_and_restarted_equal_an_uninterrupted_run() {
+    let outputs = ["counts", "dead_letters"].map(String::from);
+    killed_and_restarted_equals_uninterrupted(run_counts, &outputs, "counts-diffs");
+}
+
+// Two uninterrupted runs of the full pipeline over the same topic already
+// disagree (see `full_pipeline_twice_over_one_topic_gives_equal_topics`):
+// e.g. a `metrics_daily` row present in one run and absent from the other
+// while `metrics_hourly` agrees. The operators' results depend on how the
+// watermark advanced (which events arrive as corrections), so no recovery
+// can make a restarted run equal an uninterrupted one until that is fixed.
+#[test]
+#[ignore = "the full pipeline is not yet deterministic across watermark progressions"]
+fn full_pipeline_killed_mid_stream_and_restarted_equals_an_uninterrupted_run() {
+    let outputs = output_names(&AnalyticsConfig::default().attribution.models);
+    killed_and_restarted_equals_uninterrupted(run_analytics, &outputs, "metrics-hourly-diffs");
+}
+
+/// Known to fail: see the note above the restart test of the full pipeline.
+#[test]
+#[ignore = "the full pipeline is not yet deterministic across watermark progressions"]
+fn full_pipeline_twice_over_one_topic_gives_equal_topics() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let brokers = cluster.bootstrap_servers();
+    cluster.create_topic("clicks", 4, 1).expect("topic");
+    produce(&brokers, "clicks", &adgen_lines(40_000, 12 * HOUR_MS), None);
+    for prefix in ["first", "second"] {
+        let source = source(&brokers, "clicks", prefix);
+        assert_sinks_ok(&run_analytics(
+            KafkaPipeline::new(source).time(stream_time()).workers(2),
+            prefix,
+        ));
+    }
+    for output in output_names(&AnalyticsConfig::default().attribution.models) {
+        let first = topic_state(&brokers, &format!("first-{output}"));
+        let second = topic_state(&brokers, &format!("second-{output}"));
+        let differing = first
+            .keys()
+            .chain(second.keys())
+            .filter(|key| first.get(*key) != second.get(*key))
+            .count();
+        assert_eq!(
+            differing,
+            0,
+            "{output}: {} vs {} keys",
+            first.len(),
+            second.len()
+        );
+    }
+}
