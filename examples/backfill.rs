@@ -35,7 +35,9 @@ use adflow_operators::analytics::AnalyticsExt;
 use adflow_operators::outputs::RoasBoard;
 
 use clap::{ArgAction, Parser};
-use cli::{create_out_dir, print_profile, print_summary, progress_bar, Inputs, Settings};
+use cli::{
+    create_out_dir, print_profile, print_summary, progress_bar, workers_or_cores, Inputs, Settings,
+};
 use indicatif::HumanBytes;
 
 #[path = "support/cli.rs"]
@@ -111,9 +113,7 @@ fn lateness(text: &str) -> Result<Lateness, adflow::timestamp::DurationError> {
 
 fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
-    let workers = args
-        .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let workers = workers_or_cores(args.workers);
 
     let inputs = Inputs::discover_or_generate(&args.inputs, args.generate, args.seed, args.quiet)?;
     let files = inputs.files.clone();

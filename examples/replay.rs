@@ -34,7 +34,7 @@ use adflow_operators::attribution::Model;
 use adflow_operators::outputs::RoasBoard;
 use anyhow::bail;
 use clap::Parser;
-use cli::{create_out_dir, print_summary, Inputs, Settings};
+use cli::{create_out_dir, print_summary, workers_or_cores, Inputs, Settings};
 use indicatif::{HumanCount, ProgressBar, ProgressStyle};
 
 #[path = "support/cli.rs"]
@@ -94,9 +94,7 @@ fn main() -> anyhow::Result<()> {
     if args.format == OutputFormat::Table {
         bail!("a changelog needs a file format: jsonl, csv or parquet");
     }
-    let workers = args
-        .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let workers = workers_or_cores(args.workers);
 
     let inputs = Inputs::discover_or_generate(&args.inputs, args.generate, args.seed, args.quiet)?;
     let files = inputs.files.clone();

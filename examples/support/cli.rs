@@ -178,6 +178,11 @@ impl Inputs {
     }
 }
 
+/// Worker threads: `workers` if given, else one per core.
+pub fn workers_or_cores(workers: Option<usize>) -> usize {
+    workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+}
+
 /// Creates the output directory.
 pub fn create_out_dir(out: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))
