@@ -81,8 +81,34 @@ fn source(brokers: &str, topic: &str, group: &str) -> KafkaSourceConfig {
     }
 }
 
+/// Panics if the broker has dropped the start of any partition of `topic`.
+/// librdkafka's mock broker keeps at most 5 MiB (or 100,000 message sets)
+/// per partition and silently drops the oldest beyond that; reading such a
+/// topic back would miss rows that were written, so a test that compares
+/// topics must make them large enough (more partitions) and check this.
+fn assert_log_kept(brokers: &str, topic: &str) {
+    let consumer: BaseConsumer = client_config(brokers, &BTreeMap::new())
+        .create()
+        .expect("consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), TIMEOUT)
+        .expect("metadata");
+    for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition.id(), TIMEOUT)
+            .expect("watermarks");
+        assert_eq!(
+            low,
+            0,
+            "the broker dropped the first {low} of {high} messages of {topic} partition {}",
+            partition.id()
+        );
+    }
+}
+
 /// The compacted state of a topic, values parsed as JSON.
 fn topic_state(brokers: &str, topic: &str) -> BTreeMap<String, serde_json::Value> {
+    assert_log_kept(brokers, topic);
     let messages = read_topic(brokers, topic, &BTreeMap::new(), TIMEOUT).expect("read back");
     compacted(&messages)
         .into_iter()
@@ -285,6 +311,7 @@ fn run_analytics(pipeline: KafkaPipeline, prefix: &'static str) -> KafkaSummary 
 
 /// Sum of `diff` per row of a raw-diff topic, zeros dropped.
 fn raw_diff_state(brokers: &str, topic: &str) -> BTreeMap<String, i64> {
+    assert_log_kept(brokers, topic);
     let messages = read_topic(brokers, topic, &BTreeMap::new(), TIMEOUT).expect("read back");
     let mut sums = BTreeMap::new();
     for message in messages {
@@ -329,6 +356,13 @@ fn killed_and_restarted_equals_uninterrupted(run: Run, outputs: &[String], raw_d
     let cluster = MockCluster::new(1).expect("mock cluster");
     let brokers = cluster.bootstrap_servers();
     cluster.create_topic("clicks", 4, 1).expect("topic");
+    // Raw diffs are the largest output: spread them wide enough that the
+    // mock broker keeps every message (see `assert_log_kept`).
+    for prefix in ["restarted", "uninterrupted"] {
+        cluster
+            .create_topic(&format!("{prefix}-{raw_diffs}"), 32, 1)
+            .expect("topic");
+    }
     let lines = adgen_lines(40_000, 12 * HOUR_MS);
     let (first, second) = lines.split_at(lines.len() / 2);
 
@@ -376,6 +410,7 @@ fn killed_and_restarted_equals_uninterrupted(run: Run, outputs: &[String], raw_d
         uninterrupted.run.events.total() + uninterrupted.run.dead_letters.total(),
         lines.len() as u64
     );
+    assert_log_kept(&brokers, "clicks");
 
     for output in outputs {
         let expected = topic_state(&brokers, &format!("uninterrupted-{output}"));
@@ -494,22 +529,16 @@ fn hourly_counts_killed_mid_stream_and_restarted_equal_an_uninterrupted_run() {
     killed_and_restarted_equals_uninterrupted(run_counts, &outputs, "counts-diffs");
 }
 
-// Two uninterrupted runs of the full pipeline over the same topic already
-// disagree (see `full_pipeline_twice_over_one_topic_gives_equal_topics`):
-// e.g. a `metrics_daily` row present in one run and absent from the other
-// while `metrics_hourly` agrees. The operators' results depend on how the
-// watermark advanced (which events arrive as corrections), so no recovery
-// can make a restarted run equal an uninterrupted one until that is fixed.
 #[test]
-#[ignore = "the full pipeline is not yet deterministic across watermark progressions"]
 fn full_pipeline_killed_mid_stream_and_restarted_equals_an_uninterrupted_run() {
     let outputs = output_names(&AnalyticsConfig::default().attribution.models);
     killed_and_restarted_equals_uninterrupted(run_analytics, &outputs, "metrics-hourly-diffs");
 }
 
-/// Known to fail: see the note above the restart test of the full pipeline.
+/// The full pipeline's outputs do not depend on how the watermark
+/// advanced: two runs over one topic (whose partitions the two workers read
+/// at their own pace, so events arrive late in different places) agree.
 #[test]
-#[ignore = "the full pipeline is not yet deterministic across watermark progressions"]
 fn full_pipeline_twice_over_one_topic_gives_equal_topics() {
     let cluster = MockCluster::new(1).expect("mock cluster");
     let brokers = cluster.bootstrap_servers();
@@ -522,6 +551,7 @@ fn full_pipeline_twice_over_one_topic_gives_equal_topics() {
             prefix,
         ));
     }
+    assert_log_kept(&brokers, "clicks");
     for output in output_names(&AnalyticsConfig::default().attribution.models) {
         let first = topic_state(&brokers, &format!("first-{output}"));
         let second = topic_state(&brokers, &format!("second-{output}"));

@@ -150,6 +150,8 @@ struct TopicWriter<D> {
     records: HashMap<Vec<u8>, Vec<(D, isize)>>,
     /// Upsert: the value the topic holds per key.
     topic_values: HashMap<Vec<u8>, Vec<u8>>,
+    /// Upsert: the keys whose records changed since values were last produced.
+    changed: BTreeSet<Vec<u8>>,
     /// Raw diff: the multiplicity of each row (as JSON), with its key.
     rows: HashMap<Vec<u8>, (Vec<u8>, i64)>,
     /// Raw diff: the sum of the topic's diffs per row, with its key.
@@ -191,6 +193,7 @@ impl<D: OutputRecord> TopicWriter<D> {
             pending: BTreeMap::new(),
             records: HashMap::new(),
             topic_values: HashMap::new(),
+            changed: BTreeSet::new(),
             rows: HashMap::new(),
             topic_rows: HashMap::new(),
             reconciled: false,
@@ -244,6 +247,17 @@ impl<D: OutputRecord> TopicWriter<D> {
         for (time, updates) in ready {
             self.apply(time, updates);
         }
+        // Upserts: one message per changed key for everything that became
+        // final, not one per time. A compacted topic keeps only the last
+        // value anyway, and a key that changes every tick would otherwise
+        // cost a message per tick.
+        let changed = std::mem::take(&mut self.changed);
+        if self.reconciled {
+            for key in changed {
+                let value = self.current_value(&key);
+                self.produce_value(&key, value);
+            }
+        }
         if !self.reconciled {
             let replayed = self
                 .resume
@@ -295,10 +309,7 @@ impl<D: OutputRecord> TopicWriter<D> {
             if records.is_empty() {
                 self.records.remove(&key);
             }
-            if self.reconciled {
-                let value = self.current_value(&key);
-                self.produce_value(&key, value);
-            }
+            self.changed.insert(key);
         }
     }
 
