@@ -42,6 +42,10 @@ pub struct Feed {
     /// Positions (in arrival order) of events that are deleted again one
     /// batch after they were inserted.
     pub deletions: Vec<usize>,
+    /// Every worker reads a share of the arrivals (worker `i` of `n` every
+    /// `n`-th) through its own clock, as the pipeline's sources do, so the
+    /// workers' frontiers advance apart; otherwise worker 0 reads them all.
+    pub every_worker_reads: bool,
 }
 
 impl Feed {
@@ -55,6 +59,7 @@ impl Feed {
                 ..TimeConfig::backfill()
             },
             deletions: Vec::new(),
+            every_worker_reads: false,
         }
     }
 }
@@ -69,8 +74,9 @@ pub struct Outcome<O> {
     pub admitted: Vec<Event>,
 }
 
-/// Feeds `events` (in this arrival order) from worker 0 and collects the
-/// final output of `build` from every worker.
+/// Feeds `events` (in this arrival order; worker `i` of `n` reads every
+/// `n`-th, through its own clock) and collects the final output of `build`
+/// from every worker.
 pub fn run<O, F>(feed: &Feed, events: &[Event], build: F) -> Outcome<O>
 where
     O: ExchangeData + Ord + std::hash::Hash,
@@ -101,42 +107,53 @@ where
                     .probe_with(&probe);
                 input
             });
-            if worker.index() == 0 {
-                let mut clock = EventClock::new(feed.time);
-                let mut admitted = Vec::new();
-                let mut pending_deletions: Vec<Event> = Vec::new();
-                for (chunk_index, chunk) in events.chunks(feed.batch.max(1)).enumerate() {
-                    for deleted in pending_deletions.drain(..) {
-                        input.update_at(deleted, clock.frontier(), -1);
-                    }
-                    for (offset, event) in chunk.iter().enumerate() {
-                        let position = chunk_index.saturating_mul(feed.batch) + offset;
-                        match clock.admit(event.ts) {
-                            Admission::OnTime(at) | Admission::Correction(at) => {
-                                input.update_at(*event, at, 1);
-                                if feed.deletions.contains(&position) {
-                                    pending_deletions.push(*event);
-                                } else {
-                                    admitted.push(*event);
-                                }
-                            }
-                            Admission::Late => {}
-                        }
-                    }
-                    if let Some(watermark) = clock.advance() {
-                        input.advance_to(watermark);
-                    }
-                    input.flush();
-                    worker.step_while(|| probe.less_than(input.time()));
-                }
+            // As the pipeline reads (`every_worker_reads`): worker `i` of
+            // `n` admits every `n`-th arrival through its own clock.
+            // Otherwise worker 0 reads them all.
+            let arrivals = events.iter().copied().enumerate();
+            let share: Vec<(usize, Event)> = if feed.every_worker_reads {
+                arrivals
+                    .skip(worker.index())
+                    .step_by(worker.peers())
+                    .collect()
+            } else if worker.index() == 0 {
+                arrivals.collect()
+            } else {
+                Vec::new()
+            };
+            let mut clock = EventClock::new(feed.time);
+            let mut admitted = Vec::new();
+            let mut pending_deletions: Vec<Event> = Vec::new();
+            for chunk in share.chunks(feed.batch.max(1)) {
                 for deleted in pending_deletions.drain(..) {
                     input.update_at(deleted, clock.frontier(), -1);
                 }
-                admitted_sink
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .extend(admitted);
+                for (position, event) in chunk {
+                    match clock.admit(event.ts) {
+                        Admission::OnTime(at) | Admission::Correction(at) => {
+                            input.update_at(*event, at, 1);
+                            if feed.deletions.contains(position) {
+                                pending_deletions.push(*event);
+                            } else {
+                                admitted.push(*event);
+                            }
+                        }
+                        Admission::Late => {}
+                    }
+                }
+                if let Some(watermark) = clock.advance() {
+                    input.advance_to(watermark);
+                }
+                input.flush();
+                worker.step_while(|| probe.less_than(input.time()));
             }
+            for deleted in pending_deletions.drain(..) {
+                input.update_at(deleted, clock.frontier(), -1);
+            }
+            admitted_sink
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(admitted);
             drop(input);
             while worker.step_or_park(None) {}
         },
@@ -336,9 +353,10 @@ pub fn arb_events(max: usize) -> impl Strategy<Value = Vec<Event>> {
         .prop_shuffle()
 }
 
-/// A random way to feed a stream of `len` events: 1 or 2 workers, batch
-/// sizes from 1 to everything, ticks of a millisecond to an hour, lateness
-/// from none to unbounded, and a few deletions.
+/// A random way to feed a stream of `len` events: 1 or 2 workers, reading
+/// from worker 0 or from every worker, batch sizes from 1 to everything,
+/// ticks of a millisecond to an hour, lateness from none to unbounded, and
+/// a few deletions.
 pub fn arb_feed(len: usize) -> impl Strategy<Value = Feed> {
     (
         1usize..=2,
@@ -351,18 +369,22 @@ pub fn arb_feed(len: usize) -> impl Strategy<Value = Feed> {
             Just(Some(6 * HOUR_MS))
         ],
         proptest::collection::vec(0..len.max(1), 0..3),
+        any::<bool>(),
     )
-        .prop_map(|(workers, batch, tick, allowed_lateness, deletions)| Feed {
-            workers,
-            batch,
-            time: TimeConfig {
-                tick,
-                allowed_lateness,
-                horizon: None,
-                ..TimeConfig::backfill()
+        .prop_map(
+            |(workers, batch, tick, allowed_lateness, deletions, every_worker_reads)| Feed {
+                workers,
+                batch,
+                time: TimeConfig {
+                    tick,
+                    allowed_lateness,
+                    horizon: None,
+                    ..TimeConfig::backfill()
+                },
+                deletions,
+                every_worker_reads,
             },
-            deletions,
-        })
+        )
 }
 
 /// Final contents of named outputs, each row rendered as its values joined

@@ -330,6 +330,7 @@ fn one_at_a_time(workers: usize) -> Feed {
             ..TimeConfig::backfill()
         },
         deletions: Vec::new(),
+        every_worker_reads: false,
     }
 }
 
@@ -440,6 +441,7 @@ fn deleting_a_click_retracts_its_credit() {
         let feed = Feed {
             batch: 4,
             deletions: vec![1],
+            every_worker_reads: false,
             ..one_at_a_time(workers)
         };
         let (output, changelog) = last_touch(&feed, &events);

@@ -191,6 +191,7 @@ fn stepwise(batch: usize, deletions: Vec<usize>) -> Feed {
             ..TimeConfig::backfill()
         },
         deletions,
+        every_worker_reads: false,
     }
 }
 
@@ -476,6 +477,7 @@ fn peak_retained(minutes: i64, horizon: Option<Millis>) -> (usize, DedupGauge) {
             ..TimeConfig::stream()
         },
         deletions: Vec::new(),
+        every_worker_reads: false,
     };
     let config = DedupConfig {
         window: 2 * HOUR_MS,

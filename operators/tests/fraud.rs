@@ -215,6 +215,7 @@ fn changelog(events: &[Event], config: &FraudConfig) -> Vec<((Out, Time), isize)
             ..TimeConfig::backfill()
         },
         deletions: Vec::new(),
+        every_worker_reads: false,
     };
     let config = config.clone();
     let outcome = run(&feed, events, move |events| {
@@ -319,6 +320,7 @@ fn a_flood_is_flagged_when_it_crosses_the_threshold_and_then_wholly() {
                 ..TimeConfig::backfill()
             },
             deletions: Vec::new(),
+            every_worker_reads: false,
         };
         let config = config.clone();
         run(&feed, &clicks, move |events| {

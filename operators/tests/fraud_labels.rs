@@ -274,6 +274,7 @@ fn precision_and_recall_against_adgen_labels() {
         batch: 20_000,
         time: TimeConfig::backfill(),
         deletions: Vec::new(),
+        every_worker_reads: false,
     };
     let in_dataflow = config.clone();
     let outcome = run(&feed, &labelled.events, move |events| {
