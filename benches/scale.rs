@@ -22,7 +22,17 @@
 //! `arrange_touches` on one worker until the arrangement has absorbed
 //! them, and reads `VmRSS` again while the arrangement is alive. The
 //! growth per click between two sizes (the slope, which cancels the fixed
-//! costs) is the figure reported.
+//! costs) is the figure reported, for three ways the trace is read:
+//! `held` (a reader that never lets it compact, so every click keeps its
+//! own update time), `compacted` (as the pipeline's joins read it: the
+//! trace compacts to the input frontier, so absorbed clicks share one
+//! update, which differential stores once), and `retired` (a stream's:
+//! compacted, plus the horizon's `-1` at each click's own expiry, held
+//! until then).
+//!
+//! ```text
+//! ADFLOW_SCALE_EVENTS=none cargo bench --bench scale                # clicks only
+//! ```
 
 use std::process::Command;
 use std::time::Duration;
@@ -33,8 +43,10 @@ use adflow::sources::discover;
 use adflow::timestamp::DAY_MS;
 use adflow_operators::attribution::{AttributionConfig, AttributionExt, Model};
 use differential_dataflow::input::Input;
+use differential_dataflow::trace::TraceReader;
 use timely::dataflow::operators::Probe;
 use timely::dataflow::ProbeHandle;
+use timely::progress::frontier::AntichainRef;
 
 #[path = "support/e2e.rs"]
 mod e2e;
@@ -70,8 +82,42 @@ fn pipeline_child(events: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How the click child's arrangement is read, which decides how its
+/// updates are stored.
+#[derive(Clone, Copy, Debug)]
+enum Retention {
+    /// A reader that never lets the trace compact: every click keeps its
+    /// own update time (the most a trace can hold).
+    Held,
+    /// As the pipeline's joins read it: the trace compacts to the input
+    /// frontier, so absorbed clicks share one update time (the backfill).
+    Compacted,
+    /// As a stream's: compacted, plus the retirement that the horizon adds
+    /// (each click's `-1` at its own expiry, held until then).
+    Retired,
+}
+
+impl Retention {
+    const ALL: [Retention; 3] = [Retention::Held, Retention::Compacted, Retention::Retired];
+
+    fn name(self) -> &'static str {
+        match self {
+            Retention::Held => "held",
+            Retention::Compacted => "compacted",
+            Retention::Retired => "retired",
+        }
+    }
+
+    fn of(name: &str) -> anyhow::Result<Retention> {
+        Retention::ALL
+            .into_iter()
+            .find(|mode| mode.name() == name)
+            .ok_or_else(|| anyhow::anyhow!("unknown retention {name}"))
+    }
+}
+
 /// Child: `clicks` synthetic clicks into attribution's touch arrangement.
-fn clicks_child(clicks: u64) -> anyhow::Result<()> {
+fn clicks_child(clicks: u64, retention: Retention) -> anyhow::Result<()> {
     let start = 1_793_491_200_000; // 2026-11-01
     let span = 29 * DAY_MS;
     let input: Vec<Event> = (0..clicks)
@@ -104,9 +150,10 @@ fn clicks_child(clicks: u64) -> anyhow::Result<()> {
         let probe = ProbeHandle::new();
         let config = AttributionConfig {
             models: vec![Model::LastTouch],
+            horizon: matches!(retention, Retention::Retired).then_some(DAY_MS),
             ..AttributionConfig::default()
         };
-        let (mut events, touches) = worker.dataflow::<Time, _, _>(|scope| {
+        let (mut events, mut touches) = worker.dataflow::<Time, _, _>(|scope| {
             let (events_in, events) = scope.new_collection::<Event, isize>();
             let touches = events.arrange_touches("Attribution", &config);
             touches.by_identity.stream.clone().probe_with(&probe);
@@ -120,11 +167,21 @@ fn clicks_child(clicks: u64) -> anyhow::Result<()> {
             events.advance_to(next);
             events.flush();
             worker.step_while(|| probe.less_than(&next));
+            if !matches!(retention, Retention::Held) {
+                let frontier = [next];
+                touches.set_logical_compaction(AntichainRef::new(&frontier));
+                touches.set_physical_compaction(AntichainRef::new(&frontier));
+            }
         }
         let end = (start + span + 1) as Time;
         events.advance_to(end);
         events.flush();
         worker.step_while(|| probe.less_than(&end));
+        if !matches!(retention, Retention::Held) {
+            let frontier = [end];
+            touches.set_logical_compaction(AntichainRef::new(&frontier));
+            touches.set_physical_compaction(AntichainRef::new(&frontier));
+        }
         // Let pending merges finish with nothing new arriving.
         for _ in 0..1000 {
             worker.step();
@@ -140,9 +197,9 @@ fn clicks_child(clicks: u64) -> anyhow::Result<()> {
 
 /// Runs this bench again as a child with `variable=value`; returns its
 /// `key=value` lines.
-fn child(variable: &str, value: u64) -> anyhow::Result<Vec<(String, f64)>> {
+fn child(variable: &str, value: &str) -> anyhow::Result<Vec<(String, f64)>> {
     let output = Command::new(std::env::current_exe()?)
-        .env(variable, value.to_string())
+        .env(variable, value)
         .output()?;
     anyhow::ensure!(
         output.status.success(),
@@ -173,8 +230,11 @@ fn main() -> anyhow::Result<()> {
     if let Ok(events) = std::env::var("ADFLOW_SCALE_CHILD") {
         return pipeline_child(events.parse()?);
     }
-    if let Ok(clicks) = std::env::var("ADFLOW_SCALE_CLICKS_CHILD") {
-        return clicks_child(clicks.parse()?);
+    if let Ok(spec) = std::env::var("ADFLOW_SCALE_CLICKS_CHILD") {
+        let (clicks, retention) = spec
+            .split_once(':')
+            .ok_or_else(|| anyhow::anyhow!("ADFLOW_SCALE_CLICKS_CHILD is clicks:retention"))?;
+        return clicks_child(clicks.parse()?, Retention::of(retention)?);
     }
     let max_rss = env_or("ADFLOW_SCALE_MAX_RSS_GB", 12.0) * 1e9;
 
@@ -199,7 +259,7 @@ fn main() -> anyhow::Result<()> {
         }
         // Generate the dataset here, so that the child's time and memory are the run's.
         dataset(events)?;
-        let lines = child("ADFLOW_SCALE_CHILD", events)?;
+        let lines = child("ADFLOW_SCALE_CHILD", &events.to_string())?;
         let elapsed = Duration::from_secs_f64(value(&lines, "elapsed_seconds")?);
         let rss = value(&lines, "peak_rss_bytes")?;
         table.push(format!(
@@ -219,16 +279,26 @@ fn main() -> anyhow::Result<()> {
         previous = Some((events, rss));
     }
 
-    let mut clicks = Vec::new();
-    for count in env_list::<u64>("ADFLOW_SCALE_CLICKS", "1000000,4000000") {
-        let lines = child("ADFLOW_SCALE_CLICKS_CHILD", count)?;
-        let grown = value(&lines, "rss_after_bytes")? - value(&lines, "rss_before_bytes")?;
-        println!(
-            "{count} clicks: arrangement grew resident memory by {:.1} MB ({:.1} B/click)",
-            grown / 1e6,
-            grown / count as f64
-        );
-        clicks.push((count as f64, grown));
+    let mut per_click = Vec::new();
+    for retention in Retention::ALL {
+        let mut clicks = Vec::new();
+        for count in env_list::<u64>("ADFLOW_SCALE_CLICKS", "1000000,4000000") {
+            let lines = child(
+                "ADFLOW_SCALE_CLICKS_CHILD",
+                &format!("{count}:{}", retention.name()),
+            )?;
+            let grown = value(&lines, "rss_after_bytes")? - value(&lines, "rss_before_bytes")?;
+            println!(
+                "{count} clicks, {}: arrangement grew resident memory by {:.1} MB ({:.1} B/click)",
+                retention.name(),
+                grown / 1e6,
+                grown / count as f64
+            );
+            clicks.push((count as f64, grown));
+        }
+        if let [(n1, m1), .., (n2, m2)] = clicks[..] {
+            per_click.push((retention, n1, n2, (m2 - m1) / (n2 - n1)));
+        }
     }
 
     println!();
@@ -237,11 +307,11 @@ fn main() -> anyhow::Result<()> {
     for row in &table {
         println!("{row}");
     }
-    if let [(n1, m1), .., (n2, m2)] = clicks[..] {
-        println!();
+    println!();
+    for (retention, n1, n2, bytes) in per_click {
         println!(
-            "memory per retained click (slope from {n1} to {n2} clicks): {:.1} bytes",
-            (m2 - m1) / (n2 - n1)
+            "memory per retained click, {} (slope from {n1} to {n2} clicks): {bytes:.1} bytes",
+            retention.name()
         );
     }
     record("scale", &figures)
