@@ -158,6 +158,19 @@ fn main() -> anyhow::Result<()> {
     };
     let pipeline = KafkaPipeline::new(source).time(time).workers(args.workers);
     let shutdown = pipeline.shutdown();
+    // Ctrl-C stops reading, finishes the results of what was read, commits
+    // and prints the summary; a second Ctrl-C exits at once, which is safe
+    // too: offsets are committed only after delivery, so a restart recovers.
+    let on_interrupt = shutdown.clone();
+    let interrupted = AtomicBool::new(false);
+    ctrlc::set_handler(move || {
+        if interrupted.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping: finishing what was read (Ctrl-C again to exit at once)");
+        on_interrupt.stop();
+    })
+    .context("installing the Ctrl-C handler")?;
 
     let feeding = embedded.is_some() || args.feed;
     let feeder = feeding.then(|| {

@@ -10,6 +10,7 @@ use std::sync::{Mutex, PoisonError};
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError as ClientError;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
@@ -32,9 +33,9 @@ pub struct TopicMessage {
     pub value: Option<Vec<u8>>,
 }
 
-/// Every message of `topic`, from the start of each partition up to the
-/// end it had when this was called, in partition then offset order. A topic
-/// that does not exist reads as empty.
+/// Every message of `topic`, from the start of each partition up to (at
+/// least) the end it had when this was called, in partition then offset
+/// order. A topic that does not exist reads as empty.
 ///
 /// `client` holds extra librdkafka settings (e.g. security options).
 pub fn read_topic(
@@ -45,6 +46,7 @@ pub fn read_topic(
 ) -> Result<Vec<TopicMessage>, KafkaError> {
     let consumer: BaseConsumer = client_config(brokers, client)
         .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
         .set("group.id", "adflow-read-topic")
         .create()
         .map_err(KafkaError::client(
@@ -71,6 +73,14 @@ pub fn read_topic(
     consumer
         .assign(&assignment)
         .map_err(KafkaError::client("assigning partitions"))?;
+    // A partition is read once the consumer reports its end *and* the
+    // offsets reach the high watermark asked for above. Either alone is not
+    // enough: the end report can be stale, and some brokers (tansu 0.6)
+    // answer the offset query with a high watermark short of the last
+    // batch, so stopping there would miss the newest messages and a sink
+    // reconciling against them would publish (or, for raw diffs, count)
+    // them again.
+    let mut reached = BTreeMap::new();
     let deadline = Instant::now() + timeout;
     while !ends.is_empty() {
         if Instant::now() > deadline {
@@ -82,19 +92,26 @@ pub fn read_topic(
         let Some(polled) = consumer.poll(Duration::from_millis(100)) else {
             continue;
         };
-        let message = polled.map_err(KafkaError::client("reading back a topic"))?;
+        let message = match polled {
+            Ok(message) => message,
+            Err(ClientError::PartitionEOF(partition)) => {
+                let next = reached.get(&partition).copied().unwrap_or(0);
+                if ends.get(&partition).is_some_and(|end| next >= *end) {
+                    ends.remove(&partition);
+                }
+                continue;
+            }
+            Err(error) => return Err(KafkaError::client("reading back a topic")(error)),
+        };
         let partition = message.partition();
-        let offset = message.offset();
-        if ends.get(&partition).is_some_and(|end| offset < *end) {
+        if ends.contains_key(&partition) {
+            reached.insert(partition, message.offset() + 1);
             messages.push(TopicMessage {
                 partition,
-                offset,
+                offset: message.offset(),
                 key: message.key().map(<[u8]>::to_vec),
                 value: message.payload().map(<[u8]>::to_vec),
             });
-        }
-        if ends.get(&partition).is_some_and(|end| offset + 1 >= *end) {
-            ends.remove(&partition);
         }
     }
     messages.sort_by_key(|message| (message.partition, message.offset));
