@@ -63,6 +63,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use crate::dead_letter::DeadLetter;
+use crate::event::{EventId, Id};
 use crate::money::{format_micros, Micros};
 use crate::timestamp::{format_rfc3339, Millis};
 
@@ -101,6 +102,28 @@ pub enum Value {
     /// [`format_micros`]) in text formats, a JSON number in JSONL,
     /// `Decimal128(18, 6)` in Parquet.
     Money(Micros),
+}
+
+/// An event id as its 32 hex digits.
+impl From<EventId> for Value {
+    fn from(id: EventId) -> Value {
+        let id = id.0;
+        Value::Text(format!("{id:032x}"))
+    }
+}
+
+/// An identifier hash as its 16 hex digits.
+impl From<Id> for Value {
+    fn from(id: Id) -> Value {
+        Value::Text(format!("{:016x}", id.get()))
+    }
+}
+
+/// An optional identifier: its hex digits, or `Null`.
+impl From<Option<Id>> for Value {
+    fn from(id: Option<Id>) -> Value {
+        id.map_or(Value::Null, Value::from)
+    }
 }
 
 impl Value {

@@ -156,7 +156,7 @@ mod split;
 mod time_decay;
 
 pub use records::{
-    roas, CampaignDayAttribution, Conversion, Credit, Identity, Touch, Unattributed,
+    roas, CampaignDayAttribution, Conversion, Credit, Identity, StoredTouch, Touch, Unattributed,
     CONVERSION_MICROS,
 };
 pub use split::split_credit;
@@ -300,7 +300,7 @@ impl AttributionConfig {
 /// [`AttributionExt::arrange_touches`] and attribute several model sets over
 /// it.
 pub type TouchesByIdentity<'scope> =
-    Arranged<'scope, TraceAgent<ValSpine<Identity, Touch, Time, isize>>>;
+    Arranged<'scope, TraceAgent<ValSpine<Identity, StoredTouch, Time, isize>>>;
 
 /// A shared arrangement of touches and the retention it was built with.
 #[derive(Clone)]
@@ -417,7 +417,9 @@ impl<'scope> AttributionExt<'scope> for VecCollection<'scope, Time, Event> {
             None => touches,
         };
         Touches {
-            by_identity: touches.arrange_by_key_named(&format!("{name}: touches by identity")),
+            by_identity: touches
+                .map(|(identity, touch)| (identity, StoredTouch::from(touch)))
+                .arrange_by_key_named(&format!("{name}: touches by identity")),
             click_window,
             view_window,
             horizon: config.horizon,
@@ -456,10 +458,11 @@ impl<'scope> AttributionExt<'scope> for VecCollection<'scope, Time, Event> {
             .arrange_by_key_named(&format!("{name}: conversions by identity"))
             .join_core(
                 touches.by_identity.clone(),
-                move |_identity, conversion, touch| {
+                move |_identity, conversion, stored| {
+                    let touch = stored.touch();
                     windows
-                        .in_window(touch, conversion.ts)
-                        .then_some((touch.event_id, (*conversion, *touch)))
+                        .in_window(&touch, conversion.ts)
+                        .then_some((touch.event_id, (*conversion, touch)))
                 },
             );
         // Fraud exclusion: an antijoin of those touches with the verdicts,

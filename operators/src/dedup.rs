@@ -200,14 +200,6 @@ impl Duplicate {
     }
 }
 
-fn event_id_text(id: EventId) -> Value {
-    Value::Text(format!("{:032x}", id.0))
-}
-
-fn id_text(id: Option<Id>) -> Value {
-    id.map_or(Value::Null, |id| Value::Text(format!("{:016x}", id.get())))
-}
-
 /// Duplicates as output rows: `ts`, `kind`, `event_id` and `kept` (32 hex
 /// digits), `kept_ts`, `reason` (`event_id` / `order_id`), `user_id`,
 /// `device_id`, `campaign_id`, `order_id` (16 hex digits, or null), `cost`,
@@ -252,14 +244,14 @@ impl OutputRecord for Duplicate {
         vec![
             Value::Time(self.ts),
             Value::Text(self.kind.as_str().to_owned()),
-            event_id_text(self.event_id),
-            event_id_text(self.kept),
+            Value::from(self.event_id),
+            Value::from(self.kept),
             Value::Time(self.kept_ts),
             Value::Text(self.reason.code().to_owned()),
-            id_text(self.user_id),
-            id_text(self.device_id),
-            id_text(self.campaign_id),
-            id_text(self.order_id),
+            Value::from(self.user_id),
+            Value::from(self.device_id),
+            Value::from(self.campaign_id),
+            Value::from(self.order_id),
             Value::Money(self.cost_micros),
             Value::Money(self.revenue_micros),
         ]

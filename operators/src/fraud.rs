@@ -280,7 +280,7 @@ impl OutputRecord for Verdict {
 
     fn values(&self) -> Vec<Value> {
         vec![
-            Value::Text(format!("{:032x}", self.event_id.0)),
+            Value::from(self.event_id),
             Value::Time(self.ts),
             Value::Text(self.kind.as_str().to_owned()),
             Value::Text(self.rule.code().to_owned()),

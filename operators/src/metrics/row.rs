@@ -257,10 +257,6 @@ impl MetricsRow {
     }
 }
 
-fn id_text(id: Option<Id>) -> Value {
-    id.map_or(Value::Null, |id| Value::Text(format!("{:016x}", id.get())))
-}
-
 fn ratio_value(value: Option<f64>) -> Value {
     value.map_or(Value::Null, Value::F64)
 }
@@ -301,8 +297,8 @@ impl OutputRecord for MetricsRow {
         vec![
             Value::Text(self.granularity.as_str().to_owned()),
             Value::Time(self.bucket),
-            id_text(self.campaign_id),
-            id_text(self.ad_id),
+            Value::from(self.campaign_id),
+            Value::from(self.ad_id),
             Value::Text(self.country.as_str().to_owned()),
             Value::Text(self.device_type.as_str().to_owned()),
             Value::I64(self.impressions),
