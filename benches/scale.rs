@@ -314,5 +314,9 @@ fn main() -> anyhow::Result<()> {
             retention.name()
         );
     }
+    // A clicks-only run (`ADFLOW_SCALE_EVENTS=none`) keeps the last sizes' figures.
+    if figures.is_empty() {
+        return Ok(());
+    }
     record("scale", &figures)
 }
