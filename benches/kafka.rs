@@ -3,26 +3,62 @@
 //! in-process mock broker, on 2 workers.
 //!
 //! ```text
-//! cargo bench --bench kafka                                   # 1M events, then 10 s at 230K/s
-//! ADFLOW_KAFKA_EVENTS=200000 ADFLOW_KAFKA_RATE=50000 cargo bench --bench kafka
+//! cargo bench --bench kafka          # 1M-event backlog; then 10 s live at 230K, 100K and 50K events/s
+//! ADFLOW_KAFKA_EVENTS=200000 ADFLOW_KAFKA_RATE=50000 ADFLOW_KAFKA_SECONDS=5 cargo bench --bench kafka
+//! ADFLOW_KAFKA_EVENTS=0 cargo bench --bench kafka                # latency only
+//! ADFLOW_KAFKA_SECONDS=0 cargo bench --bench kafka               # throughput only
 //! ```
 //!
-//! - `throughput`: `ADFLOW_KAFKA_EVENTS` adgen events (seed 7) are produced
-//!   (event time as dense as a live stream at 230K events/s) are produced
-//!   to a 4-partition topic first (untimed); the timed run reads them all
-//!   (stream time: 1 s ticks, 10 s lateness) and ends once every result is
-//!   acknowledged by the broker. Events per second of wall time.
-//! - `latency`: a feeder thread produces adgen events re-stamped with the
-//!   wall clock at `ADFLOW_KAFKA_RATE` events/s for `ADFLOW_KAFKA_SECONDS`,
-//!   while the pipeline runs with 10 ms ticks and no allowed lateness. For
-//!   every tick `[t, t + 10 ms)`, the latency is the wall time at which the
-//!   probe behind every sink passed `t + 10 ms` (every result of the tick
-//!   produced and acknowledged) minus `t + 10 ms` (the produce time of the
-//!   tick's last events). Earlier events of a tick wait up to one tick more.
-//!   Reported: p50, p99, max over ticks, and the rate actually produced.
+//! **The mock broker's bounded log.** librdkafka's mock broker keeps at
+//! most 5 MiB (or 100,000 message sets) per partition and silently drops
+//! the oldest message sets beyond that (`mpart->max_size` in
+//! `rdkafka_mock.c`). Every topic here is therefore created with enough
+//! partitions to hold what it will receive (≤ 4 MiB each, from the mean
+//! message size of a sample of the same events), and after every run every
+//! partition of the input and of every output topic is checked to still
+//! start at offset 0: no figure is reported from a trimmed log. Partitions
+//! are spread over the workers as `p % workers`.
 //!
-//! The broker, the feeder (JSON encoding and producing) and the pipeline
-//! share the machine's cores.
+//! **Fetches.** The mock broker answers a fetch that finds no data only
+//! after `fetch.wait.max.ms` (librdkafka's default: 500 ms) and, unlike a
+//! real broker, does not cut that wait short when data arrives
+//! (`rdkafka_mock_handlers.c`). Every client of this bench therefore sets
+//! `fetch.wait.max.ms` to 1 ms, which is what a real broker's long poll
+//! gives a consumer that is waiting for data.
+//!
+//! - `throughput`: `ADFLOW_KAFKA_EVENTS` (default 1M) adgen events (seed 7,
+//!   event time as dense as a live stream at 230K events/s) are produced to
+//!   the input topic first (untimed). Then four timed runs read the whole
+//!   topic, each as its own consumer group, on 2 workers:
+//!   1. *consume*: two bare consumers (no parsing), the baseline;
+//!   2. *source*: `KafkaPipeline` with an empty dataflow (consume, parse,
+//!      admit through the clock);
+//!   3. *dataflow*: the whole pipeline with every output only probed (no
+//!      sink);
+//!   4. *pipeline*: the whole pipeline, every output to an upsert topic,
+//!      ended once every result is acknowledged by the broker.
+//!
+//!   Stream time: 1 s ticks, 10 s lateness. Events per second of wall time,
+//!   and each as a ratio to the same run's `consume` and `source`.
+//! - `latency`: for each rate in `ADFLOW_KAFKA_RATE` (comma-separated,
+//!   default `230000,100000,50000`), the pipeline starts on an empty topic;
+//!   then a feeder thread produces adgen events re-stamped with the wall
+//!   clock at that rate for `ADFLOW_KAFKA_SECONDS` (default 10), while the
+//!   pipeline runs with 10 ms ticks and no allowed lateness. For every tick
+//!   `[t, t + 10 ms)`, the latency is the wall time at which the probe
+//!   behind every sink passed `t + 10 ms` (every result of the tick
+//!   produced and acknowledged) minus `t + 10 ms` (the produce time of the
+//!   tick's last events); the tick's first events waited 10 ms more. When
+//!   the probe jumps over several ticks at once, each of them counts, with
+//!   its own latency. The first second is left out (warm-up). Reported:
+//!   p50, p99, max over ticks, the rate actually produced, and how far the
+//!   pipeline's reading fell behind.
+//! - `flush`: the round trip of one sink flush (one message produced and
+//!   acknowledged) against the same broker: every sink pays it on every
+//!   advance of the frontier, one sink after the other on worker 0.
+//!
+//! The broker, the feeder (generation, JSON encoding, producing) and the
+//! pipeline share the machine's cores.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,18 +71,38 @@ use adflow::kafka::{
     MessageProducer,
 };
 use adflow::pipeline::{Time, TimeConfig};
+use adflow::sinks::{NamedOutputs, OutputRecord};
+use adflow::write::JsonlWriter;
 use adflow_datagen::{Generator, GeneratorConfig};
 use adflow_operators::analytics::{AnalyticsConfig, AnalyticsExt};
 use adflow_operators::outputs::output_names;
+use differential_dataflow::collection::VecCollection;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use rdkafka::{Offset, TopicPartitionList};
+use timely::dataflow::ProbeHandle;
 
 const SEED: u64 = 7;
-const PARTITIONS: i32 = 4;
 const WORKERS: usize = 2;
+/// The fewest partitions a topic gets.
+const MIN_PARTITIONS: i32 = 4;
+/// The bytes a partition is sized to hold: the mock broker drops the
+/// oldest message sets beyond 5 MiB; 4 MiB leaves room for batch headers
+/// and for a sample mean below the real one.
+const PARTITION_BUDGET: u64 = 4 << 20;
+/// Per-record bytes of a record batch beyond key and value (varints,
+/// attributes, the batch header shared by a few records).
+const RECORD_OVERHEAD: u64 = 24;
+/// Events whose encoded size is averaged to size the topics.
+const SAMPLE: u64 = 20_000;
 const LATENCY_TICK_MS: i64 = 10;
 /// Twice the seed's peak load (115K impressions/s).
 const TARGET_RATE: u64 = 230_000;
+/// The warm-up left out of the latency figures.
+const WARM_UP_MS: i64 = 1_000;
+const TIMEOUT: Duration = Duration::from_secs(30);
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -55,45 +111,144 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+fn rates() -> Vec<u64> {
+    let text = std::env::var("ADFLOW_KAFKA_RATE").unwrap_or_else(|_| "230000,100000,50000".into());
+    text.split(',')
+        .map(|rate| {
+            rate.trim()
+                .parse()
+                .expect("ADFLOW_KAFKA_RATE: events/s, comma-separated")
+        })
+        .filter(|rate| *rate > 0)
+        .collect()
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_millis() as i64)
 }
 
-/// Runs the whole pipeline from `topic` to upsert topics `<prefix><name>`.
-fn run(pipeline: KafkaPipeline, time: TimeConfig, prefix: &'static str) -> KafkaSummary {
-    pipeline
-        .time(time)
-        .workers(WORKERS)
-        .run(move |_scope, streams, outputs| {
-            let config = AnalyticsConfig::default().with_horizon_of(&time);
-            let analytics = streams.events.analyze(&config);
-            let mut topics = outputs.topics(prefix, ChangelogMode::Upsert, &streams.probe);
-            analytics.emit(
-                &config.attribution.models,
-                streams.dead_letters,
-                &mut topics,
-            );
-        })
-        .expect("kafka pipeline")
+/// Settings of every client: see "Fetches" in the header.
+fn client() -> BTreeMap<String, String> {
+    BTreeMap::from([("fetch.wait.max.ms".to_owned(), "1".to_owned())])
 }
 
+/// adgen's `events` events (seed 7), with event time as dense as a live
+/// stream at [`TARGET_RATE`] (one second of event time per `TARGET_RATE`
+/// events), not adgen's default week.
+fn generator(events: u64) -> Generator {
+    let span_ms =
+        i64::try_from(events.min(TARGET_RATE * 3_600) * 1_000 / TARGET_RATE).unwrap_or(i64::MAX);
+    Generator::new(GeneratorConfig {
+        seed: SEED,
+        events,
+        span_ms: span_ms.max(1_000),
+        ..GeneratorConfig::default()
+    })
+}
+
+/// The mean bytes one event takes in a partition: key, value and record
+/// overhead, over the first [`SAMPLE`] events of `generator(events)`.
+fn message_bytes(events: u64) -> u64 {
+    let mut encoder = JsonlWriter::new(std::io::sink());
+    let (mut count, mut bytes) = (0u64, 0u64);
+    for event in generator(events).take(usize::try_from(SAMPLE).unwrap_or(usize::MAX)) {
+        encoder.write(&event.record).expect("encoding to a sink");
+        bytes += (encoder.last_record().len() + event.record.event_id.len()) as u64;
+        count += 1;
+    }
+    bytes / count.max(1) + RECORD_OVERHEAD
+}
+
+/// Partitions enough to hold `bytes` without the mock broker trimming them.
+fn partitions_for(bytes: u64) -> i32 {
+    i32::try_from(bytes.div_ceil(PARTITION_BUDGET))
+        .unwrap_or(i32::MAX)
+        .max(MIN_PARTITIONS)
+}
+
+/// The output topics of a pipeline writing to `<prefix><output>`.
+fn output_topics(prefix: &str) -> Vec<String> {
+    output_names(&AnalyticsConfig::default().attribution.models)
+        .into_iter()
+        .map(|name| format!("{prefix}{name}"))
+        .collect()
+}
+
+/// Creates the input topic and (with `prefix`) every output topic. An
+/// upsert output gets at most one message per changed key per flush, so at
+/// most about one per input event (the hourly, daily and monthly metrics
+/// each change one key per event), of a size like an event's: each output
+/// topic gets as many partitions as the input. Sinks would otherwise
+/// create them with the mock broker's default of 4.
 fn create_topics(
-    cluster: &MockCluster<'_, rdkafka::producer::DefaultProducerContext>,
+    cluster: &MockCluster<'_, DefaultProducerContext>,
     input: &str,
-    prefix: &str,
+    partitions: i32,
+    prefix: Option<&str>,
 ) {
-    cluster.create_topic(input, PARTITIONS, 1).expect("topic");
-    for name in output_names(&AnalyticsConfig::default().attribution.models) {
-        cluster
-            .create_topic(&format!("{prefix}{name}"), PARTITIONS, 1)
-            .expect("topic");
+    cluster.create_topic(input, partitions, 1).expect("topic");
+    for topic in prefix.map(output_topics).unwrap_or_default() {
+        cluster.create_topic(&topic, partitions, 1).expect("topic");
     }
 }
 
-/// Feeds adgen events to `topic`; `restamp` replaces event times with the
-/// wall clock. Stops after `events` or when `stop` is set; paces to `rate`
+/// `(partition, low, high)` watermarks of every partition of `topic`.
+fn watermarks(brokers: &str, topic: &str) -> Vec<(i32, i64, i64)> {
+    let consumer: BaseConsumer = client_config(brokers, &client())
+        .create()
+        .expect("consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), TIMEOUT)
+        .expect("metadata");
+    metadata
+        .topics()
+        .iter()
+        .filter(|found| found.name() == topic)
+        .flat_map(|found| found.partitions())
+        .map(|partition| {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, partition.id(), TIMEOUT)
+                .expect("watermarks");
+            (partition.id(), low, high)
+        })
+        .collect()
+}
+
+/// Panics if the broker has dropped the start of any partition of `topic`
+/// (see the header); returns the messages the topic holds.
+fn assert_log_kept(brokers: &str, topic: &str) -> u64 {
+    let mut messages = 0;
+    for (partition, low, high) in watermarks(brokers, topic) {
+        assert_eq!(
+            low, 0,
+            "the mock broker dropped the first {low} of {high} messages of {topic} partition \
+             {partition}: the figures would come from a trimmed log; give the topic more partitions"
+        );
+        messages += u64::try_from(high).unwrap_or(0);
+    }
+    messages
+}
+
+/// Checks every output topic of `prefix`; returns the messages they hold.
+fn assert_outputs_kept(brokers: &str, prefix: &str) -> u64 {
+    output_topics(prefix)
+        .iter()
+        .map(|topic| assert_log_kept(brokers, topic))
+        .sum()
+}
+
+fn assert_ok(summary: &KafkaSummary, what: &str) {
+    assert!(summary.errors.is_empty(), "{what}: {:?}", summary.errors);
+    assert!(!summary.aborted, "{what}: aborted");
+    for (topic, report) in &summary.sinks {
+        assert!(report.is_ok(), "{what}: {topic}: {report:?}");
+    }
+}
+
+/// Feeds `events` adgen events to `topic`; `restamp` replaces event times
+/// with the wall clock. Stops early when `stop` is set; paces to `rate`
 /// events/s when it is not zero. Returns the events produced.
 fn feed(
     brokers: &str,
@@ -103,48 +258,14 @@ fn feed(
     restamp: bool,
     stop: &AtomicBool,
 ) -> u64 {
-    let producer = MessageProducer::new(brokers, &BTreeMap::new()).expect("producer");
-    // Event time as dense as a live stream at the target rate (one second
-    // of event time per `TARGET_RATE` events), not adgen's default week.
-    let span_ms =
-        i64::try_from(events.min(TARGET_RATE * 3_600) * 1_000 / TARGET_RATE).unwrap_or(i64::MAX);
-    let generator = Generator::new(GeneratorConfig {
-        seed: SEED,
-        events,
-        span_ms: span_ms.max(1_000),
-        ..GeneratorConfig::default()
-    });
-    let records = generator.map(|mut event| {
+    let producer = MessageProducer::new(brokers, &client()).expect("producer");
+    let records = generator(events).map(|mut event| {
         if restamp {
             event.record.ts = now_ms();
         }
         event.record
     });
     produce_events(&producer, topic, records, rate, stop).expect("fed")
-}
-
-/// Waits (up to a minute) until the partitions hold `count` messages
-/// (`high − low`); returns how many they hold. The mock broker keeps a
-/// bounded log per partition, so a large backlog is partly trimmed.
-fn wait_visible(brokers: &str, topic: &str, count: u64) -> u64 {
-    let consumer: BaseConsumer = client_config(brokers, &BTreeMap::new())
-        .create()
-        .expect("consumer");
-    let started = Instant::now();
-    loop {
-        let visible: i64 = (0..PARTITIONS)
-            .map(|partition| {
-                consumer
-                    .fetch_watermarks(topic, partition, Duration::from_secs(10))
-                    .map_or(0, |(low, high)| high - low)
-            })
-            .sum();
-        let visible = u64::try_from(visible).unwrap_or(0);
-        if visible >= count || started.elapsed() > Duration::from_secs(60) {
-            return visible;
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn percentile(sorted: &[i64], p: f64) -> i64 {
@@ -155,49 +276,251 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
     sorted[index.min(sorted.len() - 1)]
 }
 
-fn main() {
-    if std::env::args().any(|arg| arg == "--list") {
-        return;
-    }
-    let events = env_or("ADFLOW_KAFKA_EVENTS", 1_000_000);
-    let rate = env_or("ADFLOW_KAFKA_RATE", TARGET_RATE);
-    let seconds = env_or("ADFLOW_KAFKA_SECONDS", 10);
-    let cluster = MockCluster::new(1).expect("mock cluster");
-    let brokers = cluster.bootstrap_servers();
+/// The baseline: every message of `topic` read by [`WORKERS`] bare
+/// consumers (partition `p` to consumer `p % WORKERS`, as the pipeline
+/// spreads them), payloads touched but not parsed. Returns messages and
+/// payload bytes read.
+fn consume_only(brokers: &str, topic: &str) -> (u64, u64) {
+    let ends: Vec<(i32, i64)> = watermarks(brokers, topic)
+        .into_iter()
+        .filter(|(_, _, high)| *high > 0)
+        .map(|(partition, _, high)| (partition, high))
+        .collect();
+    let readers: Vec<_> = (0..WORKERS)
+        .map(|index| {
+            let mine: Vec<(i32, i64)> = ends
+                .iter()
+                .copied()
+                .filter(|(partition, _)| {
+                    usize::try_from(*partition).unwrap_or(0) % WORKERS == index
+                })
+                .collect();
+            let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
+            thread::spawn(move || {
+                let consumer: BaseConsumer = client_config(&brokers, &client())
+                    .set("group.id", "bench-consume")
+                    .set("enable.auto.commit", "false")
+                    .create()
+                    .expect("consumer");
+                let mut assignment = TopicPartitionList::new();
+                for (partition, _) in &mine {
+                    assignment
+                        .add_partition_offset(&topic, *partition, Offset::Beginning)
+                        .expect("assignment");
+                }
+                consumer.assign(&assignment).expect("assign");
+                let mut open: BTreeMap<i32, i64> = mine.into_iter().collect();
+                let (mut messages, mut bytes) = (0u64, 0u64);
+                while !open.is_empty() {
+                    let Some(polled) = consumer.poll(Duration::from_millis(100)) else {
+                        continue;
+                    };
+                    let message = polled.expect("message");
+                    messages += 1;
+                    bytes += message.payload().map_or(0, <[u8]>::len) as u64;
+                    let partition = message.partition();
+                    if open
+                        .get(&partition)
+                        .is_some_and(|end| message.offset() + 1 >= *end)
+                    {
+                        open.remove(&partition);
+                    }
+                }
+                (messages, bytes)
+            })
+        })
+        .collect();
+    readers
+        .into_iter()
+        .map(|reader| reader.join().expect("consumer thread"))
+        .fold((0, 0), |(m, b), (messages, bytes)| {
+            (m + messages, b + bytes)
+        })
+}
 
-    // Throughput: the topic is full before the timed run.
-    create_topics(&cluster, "backlog", "throughput-");
+/// Outputs that are only probed: the dataflow's work without the sinks'.
+struct Probed<'a>(&'a ProbeHandle<Time>);
+
+impl<'scope> NamedOutputs<'scope> for Probed<'_> {
+    fn output<D: OutputRecord>(&mut self, _name: &str, collection: VecCollection<'scope, Time, D>) {
+        collection.probe_with(self.0);
+    }
+}
+
+/// What a timed run over the backlog builds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Build {
+    /// Nothing beyond the source: events and dead letters probed.
+    Source,
+    /// The whole pipeline, every output probed.
+    Dataflow,
+    /// The whole pipeline, every output to an upsert topic `<prefix><name>`.
+    Pipeline(&'static str),
+}
+
+/// Runs `build` over `pipeline`'s topic.
+fn run(pipeline: KafkaPipeline, time: TimeConfig, build: Build) -> KafkaSummary {
+    pipeline
+        .time(time)
+        .workers(WORKERS)
+        .run(move |_scope, streams, outputs| {
+            let config = AnalyticsConfig::default().with_horizon_of(&time);
+            match build {
+                Build::Source => {
+                    streams.events.probe_with(&streams.probe);
+                    streams.dead_letters.probe_with(&streams.probe);
+                }
+                Build::Dataflow => {
+                    let analytics = streams.events.analyze(&config);
+                    analytics.emit(
+                        &config.attribution.models,
+                        streams.dead_letters,
+                        &mut Probed(&streams.probe),
+                    );
+                }
+                Build::Pipeline(prefix) => {
+                    let analytics = streams.events.analyze(&config);
+                    let mut topics = outputs.topics(prefix, ChangelogMode::Upsert, &streams.probe);
+                    analytics.emit(
+                        &config.attribution.models,
+                        streams.dead_letters,
+                        &mut topics,
+                    );
+                }
+            }
+        })
+        .expect("kafka pipeline")
+}
+
+fn source(brokers: &str, topic: &str, group: &str) -> KafkaSourceConfig {
+    KafkaSourceConfig {
+        client: client(),
+        ..KafkaSourceConfig::new(brokers, topic, group)
+    }
+}
+
+fn throughput(cluster: &MockCluster<'_, DefaultProducerContext>, brokers: &str, events: u64) {
+    let per_event = message_bytes(events);
+    let partitions = partitions_for(events * per_event);
+    let prefix = "throughput-";
+    create_topics(cluster, "backlog", partitions, Some(prefix));
     let never = AtomicBool::new(false);
-    let fed = feed(&brokers, "backlog", events, 0, false, &never);
-    let visible = wait_visible(&brokers, "backlog", fed);
-    eprintln!("fed {fed} events; the broker shows {visible}");
-    let source = KafkaSourceConfig {
-        stop_at_end: true,
-        ..KafkaSourceConfig::new(&brokers, "backlog", "bench-throughput")
-    };
+    let started = Instant::now();
+    let fed = feed(brokers, "backlog", events, 0, false, &never);
+    let feeding = started.elapsed();
+    let held = assert_log_kept(brokers, "backlog");
+    assert_eq!(held, fed, "the backlog topic holds every event");
+    eprintln!(
+        "fed {fed} events (~{per_event} B each) to {partitions} partitions in {feeding:.2?} \
+         ({:.0} events/s)",
+        fed as f64 / feeding.as_secs_f64()
+    );
+
+    let started = Instant::now();
+    let (consumed, bytes) = consume_only(brokers, "backlog");
+    let consume = started.elapsed();
+    assert_eq!(consumed, fed, "the consumers read every message");
+
     let stream_time = TimeConfig {
         reference: None,
         ..TimeConfig::stream()
     };
-    let started = Instant::now();
-    let summary = run(KafkaPipeline::new(source), stream_time, "throughput-");
-    let elapsed = started.elapsed();
-    assert_eq!(summary.run.records(), fed, "every event read");
-    let messages: u64 = summary.sinks.values().map(|report| report.rows).sum();
-    println!("| measure | value |");
-    println!("|---|---|");
-    println!(
-        "| throughput, {fed} events, {WORKERS} workers | {:.0} events/s ({elapsed:.2?}; {messages} output messages) |",
-        fed as f64 / elapsed.as_secs_f64()
-    );
+    let mut timed = Vec::new();
+    for (build, group) in [
+        (Build::Source, "bench-source"),
+        (Build::Dataflow, "bench-dataflow"),
+        (Build::Pipeline(prefix), "bench-pipeline"),
+    ] {
+        let config = KafkaSourceConfig {
+            stop_at_end: true,
+            ..source(brokers, "backlog", group)
+        };
+        let started = Instant::now();
+        let summary = run(KafkaPipeline::new(config), stream_time, build);
+        let elapsed = started.elapsed();
+        assert_ok(&summary, group);
+        assert_eq!(summary.run.records(), fed, "{group}: every event read");
+        timed.push((group, elapsed, summary));
+    }
+    assert_eq!(assert_log_kept(brokers, "backlog"), fed);
+    let output_messages = assert_outputs_kept(brokers, prefix);
 
-    // Latency: a live feed at `rate`, event time = produce time.
-    create_topics(&cluster, "live", "latency-");
+    let rate = |elapsed: Duration| fed as f64 / elapsed.as_secs_f64();
+    let (source_time, pipeline_summary) = (timed[0].1, &timed[2].2);
+    let acknowledged: u64 = pipeline_summary
+        .sinks
+        .values()
+        .map(|report| report.rows)
+        .sum();
+    assert_eq!(
+        acknowledged, output_messages,
+        "every sink message is in its topic"
+    );
+    println!(
+        "\nthroughput: {fed} events ({:.0} MB of payload) in {partitions} partitions, {WORKERS} workers\n",
+        bytes as f64 / 1e6
+    );
+    println!("| run | wall time | events/s | vs consume | vs source |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| consume only (baseline) | {consume:.2?} | {:.0} | 1 | |",
+        rate(consume)
+    );
+    for (group, elapsed, _) in &timed {
+        println!(
+            "| {} | {elapsed:.2?} | {:.0} | {:.3} | {:.3} |",
+            group.trim_start_matches("bench-"),
+            rate(*elapsed),
+            consume.as_secs_f64() / elapsed.as_secs_f64(),
+            source_time.as_secs_f64() / elapsed.as_secs_f64(),
+        );
+    }
+    println!(
+        "\npipeline: {output_messages} output messages in {} topics of {partitions} partitions, \
+         none trimmed; {} offset commits",
+        output_topics(prefix).len(),
+        pipeline_summary.commits
+    );
+}
+
+/// The round trip of one sink flush: one small message produced and
+/// acknowledged, `rounds` times. Returns the median and the 99th percentile.
+fn flush_round_trip(brokers: &str, rounds: usize) -> (Duration, Duration) {
+    let producer = MessageProducer::new(brokers, &client()).expect("producer");
+    let mut times: Vec<Duration> = (0..rounds)
+        .map(|round| {
+            let key = round.to_string();
+            let started = Instant::now();
+            producer
+                .send("flush-probe", None, Some(key.as_bytes()), Some(b"{}"))
+                .expect("queued");
+            producer.flush(TIMEOUT).expect("flushed");
+            started.elapsed()
+        })
+        .collect();
+    times.sort_unstable();
+    (times[rounds / 2], times[rounds * 99 / 100])
+}
+
+/// One latency run at `rate` events/s for `seconds`.
+fn latency(
+    cluster: &MockCluster<'_, DefaultProducerContext>,
+    brokers: &str,
+    rate: u64,
+    seconds: u64,
+) {
+    let events = rate * seconds + rate / 2;
+    let per_event = message_bytes(events);
+    let partitions = partitions_for(events * per_event);
+    let topic = format!("live-{rate}");
+    let prefix: &'static str = Box::leak(format!("latency-{rate}-").into_boxed_str());
+    create_topics(cluster, &topic, partitions, Some(prefix));
+
     let passed: Arc<Mutex<Vec<(Time, i64)>>> = Arc::default();
     let record = Arc::clone(&passed);
-    let source = KafkaSourceConfig {
+    let config = KafkaSourceConfig {
         idle_timeout: Duration::from_millis(200),
-        ..KafkaSourceConfig::new(&brokers, "live", "bench-latency")
+        ..source(brokers, &topic, "bench-latency")
     };
     let live_time = TimeConfig {
         tick: LATENCY_TICK_MS,
@@ -205,49 +528,88 @@ fn main() {
         reference: None,
         ..TimeConfig::stream()
     };
-    let pipeline = KafkaPipeline::new(source).on_progress(move |time| {
+    let pipeline = KafkaPipeline::new(config).on_progress(move |time| {
         record.lock().expect("lock").push((time, now_ms()));
     });
     let shutdown = pipeline.shutdown();
+    let running = thread::spawn(move || run(pipeline, live_time, Build::Pipeline(prefix)));
+    // Let the pipeline open its partitions and sinks on the empty topic.
+    thread::sleep(Duration::from_secs(2));
+
     let stop = Arc::new(AtomicBool::new(false));
-    let feeder = {
-        let (brokers, stop) = (brokers.clone(), Arc::clone(&stop));
-        thread::spawn(move || {
-            let started = Instant::now();
-            let sent = feed(&brokers, "live", u64::MAX, rate, true, &stop);
-            (sent, started.elapsed())
-        })
-    };
     let timer = {
-        let (stop, shutdown) = (Arc::clone(&stop), shutdown.clone());
+        let stop = Arc::clone(&stop);
         thread::spawn(move || {
             thread::sleep(Duration::from_secs(seconds));
             stop.store(true, Ordering::SeqCst);
-            shutdown.finish();
         })
     };
-    let summary = run(pipeline, live_time, "latency-");
+    let feed_start = now_ms();
+    let started = Instant::now();
+    let sent = feed(brokers, &topic, events, rate, true, &stop);
+    let feeding = started.elapsed();
+    let feed_end = now_ms();
     let _ = timer.join();
-    let (sent, feeding) = feeder.join().expect("feeder");
+    shutdown.finish();
+    let summary = running.join().expect("pipeline thread");
+    let drained = started.elapsed();
+    assert_ok(&summary, "latency");
+    assert_eq!(summary.run.records(), sent, "every event produced was read");
+    assert_eq!(assert_log_kept(brokers, &topic), sent);
+    let output_messages = assert_outputs_kept(brokers, prefix);
+
+    // Every tick the probe passed, with the wall time it passed it at.
     let passed = passed.lock().expect("lock");
-    // Skip the first second: the consumer and the dataflow warm up.
-    let warm = passed.first().map_or(0, |(time, _)| *time as i64 + 1_000);
-    let mut latencies: Vec<i64> = passed
-        .iter()
-        .filter(|(time, _)| *time as i64 >= warm)
-        .map(|(time, at)| at - *time as i64)
-        .collect();
+    let mut latencies = Vec::new();
+    let mut previous: Option<i64> = None;
+    for (time, at) in passed.iter() {
+        let end = i64::try_from(*time).unwrap_or(i64::MAX);
+        let mut tick = previous.map_or(end, |previous| previous + LATENCY_TICK_MS);
+        while tick <= end {
+            if tick >= feed_start + WARM_UP_MS && tick <= feed_end {
+                latencies.push(at - tick);
+            }
+            tick += LATENCY_TICK_MS;
+        }
+        previous = Some(end);
+    }
     latencies.sort_unstable();
+    let last = passed.last().map_or(0, |(time, _)| *time);
     println!(
-        "| latency feed | {sent} events in {feeding:.2?} = {:.0} events/s produced (target {rate}); {} read |",
-        sent as f64 / feeding.as_secs_f64(),
-        summary.run.records()
-    );
-    println!(
-        "| latency, produce → result acknowledged, {} ticks of {LATENCY_TICK_MS} ms | p50 {} ms, p99 {} ms, max {} ms |",
+        "\n| latency at {rate}/s: {} ticks of {LATENCY_TICK_MS} ms, {partitions} partitions | \
+         p50 {} ms, p99 {} ms, max {} ms (the tick's first events: +{LATENCY_TICK_MS} ms) |",
         latencies.len(),
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99),
         latencies.last().copied().unwrap_or(0)
     );
+    println!(
+        "| feed at {rate}/s | {sent} events in {feeding:.2?} = {:.0} events/s produced; all read; \
+         the last result {:.2?} after the feed stopped (probe at {} ms before the feed's end); \
+         {output_messages} output messages, none trimmed |",
+        sent as f64 / feeding.as_secs_f64(),
+        drained.saturating_sub(feeding),
+        feed_end - i64::try_from(last).unwrap_or(0),
+    );
+}
+
+fn main() {
+    if std::env::args().any(|arg| arg == "--list") {
+        return;
+    }
+    let events = env_or("ADFLOW_KAFKA_EVENTS", 1_000_000);
+    let seconds = env_or("ADFLOW_KAFKA_SECONDS", 10);
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let brokers = cluster.bootstrap_servers();
+
+    let (median, p99) = flush_round_trip(&brokers, 200);
+    println!("flush round trip (one message, idle broker): median {median:.2?}, p99 {p99:.2?}");
+    if events > 0 {
+        throughput(&cluster, &brokers, events);
+    }
+    if seconds > 0 {
+        for rate in rates() {
+            latency(&cluster, &brokers, rate, seconds);
+        }
+    }
 }
