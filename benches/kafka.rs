@@ -52,10 +52,12 @@
 //!   the probe jumps over several ticks at once, each of them counts, with
 //!   its own latency. The first second is left out (warm-up). Reported:
 //!   p50, p99, max over ticks, the rate actually produced, and how far the
-//!   pipeline's reading fell behind.
-//! - `flush`: the round trip of one sink flush (one message produced and
-//!   acknowledged) against the same broker: every sink pays it on every
-//!   advance of the frontier, one sink after the other on worker 0.
+//!   pipeline's reading fell behind. `ADFLOW_KAFKA_LATENCY_BUILD=source` or
+//!   `=dataflow` measures the latency of those stages instead (what limits
+//!   it).
+//! - `flush`: the round trip of one flush (one message produced and
+//!   acknowledged) against the same broker: every worker pays it once per
+//!   advance of the frontier, for all of its sinks.
 //!
 //! The broker, the feeder (generation, JSON encoding, producing) and the
 //! pipeline share the machine's cores.
@@ -528,11 +530,19 @@ fn latency(
         reference: None,
         ..TimeConfig::stream()
     };
-    let pipeline = KafkaPipeline::new(config).on_progress(move |time| {
-        record.lock().expect("lock").push((time, now_ms()));
-    });
+    let profile = std::env::var_os("ADFLOW_KAFKA_PROFILE").is_some();
+    let pipeline = KafkaPipeline::new(config)
+        .profile(profile)
+        .on_progress(move |time| {
+            record.lock().expect("lock").push((time, now_ms()));
+        });
     let shutdown = pipeline.shutdown();
-    let running = thread::spawn(move || run(pipeline, live_time, Build::Pipeline(prefix)));
+    let build = match std::env::var("ADFLOW_KAFKA_LATENCY_BUILD").as_deref() {
+        Ok("source") => Build::Source,
+        Ok("dataflow") => Build::Dataflow,
+        _ => Build::Pipeline(prefix),
+    };
+    let running = thread::spawn(move || run(pipeline, live_time, build));
     // Let the pipeline open its partitions and sinks on the empty topic.
     thread::sleep(Duration::from_secs(2));
 
@@ -574,6 +584,9 @@ fn latency(
         previous = Some(end);
     }
     latencies.sort_unstable();
+    if profile {
+        print_profile(&summary);
+    }
     let last = passed.last().map_or(0, |(time, _)| *time);
     println!(
         "\n| latency at {rate}/s: {} ticks of {LATENCY_TICK_MS} ms, {partitions} partitions | \
@@ -591,6 +604,23 @@ fn latency(
         drained.saturating_sub(feeding),
         feed_end - i64::try_from(last).unwrap_or(0),
     );
+}
+
+/// The operators that took the most time, summed over workers.
+fn print_profile(summary: &KafkaSummary) {
+    let mut operators: Vec<_> = summary
+        .run
+        .operators
+        .iter()
+        .filter(|op| op.depth() >= 2)
+        .collect();
+    operators.sort_by_key(|op| std::cmp::Reverse(op.elapsed));
+    for op in operators.iter().take(25) {
+        println!(
+            "  {:>9.1?} {:>8} {:?} {}",
+            op.elapsed, op.schedulings, op.address, op.name
+        );
+    }
 }
 
 fn main() {

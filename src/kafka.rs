@@ -18,9 +18,11 @@
 //! [`KafkaSourceConfig::idle_timeout`], so an idle partition does not
 //! stall results.
 //!
-//! Delivery: a worker commits its partitions' offsets (to the consumer
-//! group) only once every sink has produced, and the broker acknowledged,
-//! every result of the messages before them. A restart replays the input
+//! Delivery: every worker produces the sinks' keys it owns through one
+//! producer, flushed once per frontier advance for all of its sinks; a
+//! worker commits its partitions' offsets (to the consumer group) only once
+//! every worker's sinks have produced, and the broker acknowledged, every
+//! result of the messages before them. A restart replays the input
 //! from where the group first started (recorded in the commit metadata)
 //! up to the committed offsets while the sinks only rebuild their state,
 //! then each sink produces the difference between its state and what its
@@ -42,8 +44,10 @@
 //! # Ok(()) }
 //! ```
 
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::rc::Rc;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -56,6 +60,7 @@ use timely::dataflow::{ProbeHandle, Scope};
 use crate::dead_letter::Reason;
 use crate::parsing::EventValidator;
 use crate::pipeline::{late_letter, Admission, EventClock, RunSummary, Streams, Time, TimeConfig};
+use crate::profile::WorkerProfile;
 use crate::sinks::{NamedOutputs, OutputRecord, SinkHandle};
 use crate::timestamp::{parse_rfc3339, Millis};
 
@@ -68,7 +73,7 @@ pub use sink::ChangelogMode;
 pub use topic::{compacted, produce_events, read_topic, MessageProducer, TopicMessage};
 
 use resume::Resume;
-use sink::{sink_to_topic, SinkTarget};
+use sink::{sink_to_topic, SharedProducer, SinkTarget};
 use source::{Polled, WorkerSource};
 
 /// Messages read between two looks at the watermark and the dataflow.
@@ -263,6 +268,8 @@ impl Shutdown {
 pub struct KafkaOutputs {
     target: SinkTarget,
     handles: Arc<Mutex<BTreeMap<String, SinkHandle>>>,
+    /// This worker's producer, shared by its sinks; made by the first sink.
+    producer: OnceCell<Result<Rc<SharedProducer>, String>>,
 }
 
 impl KafkaOutputs {
@@ -285,7 +292,31 @@ impl KafkaOutputs {
             .entry(topic.to_owned())
             .or_insert_with(|| SinkHandle::new(topic))
             .clone();
-        sink_to_topic(collection, topic, mode, &self.target, probe, handle)
+        let producer = self
+            .producer
+            .get_or_init(|| {
+                SharedProducer::new(&self.target)
+                    .map(Rc::new)
+                    .map_err(|error| error.to_string())
+            })
+            .clone();
+        sink_to_topic(
+            collection,
+            topic,
+            mode,
+            &self.target,
+            producer,
+            probe,
+            handle,
+        )
+    }
+
+    /// Waits until the broker has acknowledged every message this worker's
+    /// sinks have produced.
+    fn flush(&self) {
+        if let Some(Ok(producer)) = self.producer.get() {
+            producer.flush();
+        }
     }
 
     /// The named outputs of a pipeline definition (e.g. adflow-operators'
@@ -343,6 +374,7 @@ pub struct KafkaPipeline {
     workers: usize,
     shutdown: Shutdown,
     on_progress: Option<Arc<dyn Fn(Time) + Send + Sync>>,
+    profile: bool,
 }
 
 impl KafkaPipeline {
@@ -354,15 +386,24 @@ impl KafkaPipeline {
             workers: 1,
             shutdown: Shutdown::default(),
             on_progress: None,
+            profile: false,
         }
     }
 
-    /// Calls `progress(t)` (on worker 0's thread) each time the probe
-    /// behind every sink passes a new time `t`: every result for the times
-    /// before `t` has been emitted and acknowledged. For lag monitoring and
-    /// latency measurements.
+    /// Calls `progress(t)` (on worker 0's thread) each time the results
+    /// emitted by every worker pass a new time `t`: every result for the
+    /// times before `t` has been produced and acknowledged by the broker.
+    /// For lag monitoring and latency measurements.
     pub fn on_progress(mut self, progress: impl Fn(Time) + Send + Sync + 'static) -> KafkaPipeline {
         self.on_progress = Some(Arc::new(progress));
+        self
+    }
+
+    /// Records the time spent in each operator into the summary's
+    /// [`RunSummary::operators`] (as
+    /// [`Pipeline::profile`](crate::pipeline::Pipeline::profile) does).
+    pub fn profile(mut self, enabled: bool) -> KafkaPipeline {
+        self.profile = enabled;
         self
     }
 
@@ -401,6 +442,7 @@ impl KafkaPipeline {
             workers,
             shutdown,
             on_progress,
+            profile,
         } = self;
         let resume = Arc::new(Resume::new(workers));
         let handles: Arc<Mutex<BTreeMap<String, SinkHandle>>> = Arc::default();
@@ -411,9 +453,11 @@ impl KafkaPipeline {
         };
         let worker_handles = Arc::clone(&handles);
         let guards = timely::execute(timely::Config::process(workers), move |worker| {
+            let recording = profile.then(|| WorkerProfile::install(worker));
             let outputs = KafkaOutputs {
                 target: target.clone(),
                 handles: Arc::clone(&worker_handles),
+                producer: OnceCell::new(),
             };
             let (mut events_in, mut dead_in, probe) = worker.dataflow::<Time, _, _>(|scope| {
                 let (inputs, streams) = Streams::new(scope);
@@ -428,6 +472,7 @@ impl KafkaPipeline {
                     Err(error) => {
                         // Let the other workers' sinks reconcile and finish.
                         resume.replay_done(0);
+                        resume.emitted(worker.index(), Time::MAX);
                         outcome.failure = Some(error.to_string());
                         return outcome;
                     }
@@ -440,6 +485,7 @@ impl KafkaPipeline {
             let mut batch = Vec::with_capacity(READ_BATCH);
             let mut quiet = false;
             let mut reported: Time = 0;
+            let mut produced: Time = 0;
             loop {
                 let stop_at_end = match shutdown.state() {
                     ABORTING => {
@@ -518,14 +564,21 @@ impl KafkaPipeline {
                     paced_to = watermark;
                 }
                 worker.step();
+                // One flush per advance acknowledges every sink's messages.
+                let passed = probe.with_frontier(|frontier| frontier.first().copied());
+                if let Some(time) = passed.filter(|time| *time > produced) {
+                    produced = time;
+                    outputs.flush();
+                    resume.emitted(worker.index(), time);
+                }
                 if let Some(progress) = on_progress.as_ref().filter(|_| worker.index() == 0) {
-                    let passed = probe.with_frontier(|frontier| frontier.first().copied());
-                    if let Some(time) = passed.filter(|time| *time > reported) {
-                        reported = time;
-                        progress(time);
+                    let emitted = resume.emitted_through();
+                    if emitted > reported {
+                        reported = emitted;
+                        progress(emitted);
                     }
                 }
-                commit_emitted(&reader, &probe, &resume, &mut checkpoints, &mut outcome);
+                commit_emitted(&reader, &resume, &mut checkpoints, &mut outcome);
                 if stop_at_end && quiet && !reader.replaying() && reader.at_end() {
                     break;
                 }
@@ -542,11 +595,24 @@ impl KafkaPipeline {
                     return outcome;
                 }
             }
-            // The dataflow has drained: every result is emitted.
-            if !final_positions.is_empty() && resume.committable() {
+            // The dataflow has drained: every result is produced. Once every
+            // worker has flushed, every result is emitted.
+            outputs.flush();
+            resume.emitted(worker.index(), Time::MAX);
+            while resume.emitted_through() < Time::MAX && resume.committable() {
+                if shutdown.state() == ABORTING {
+                    outcome.aborted = true;
+                    return outcome;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if !final_positions.is_empty() {
                 checkpoints.clear();
-                checkpoints.push((0, final_positions));
-                commit_emitted(&reader, &probe, &resume, &mut checkpoints, &mut outcome);
+                checkpoints.push((Time::MAX, final_positions));
+                commit_emitted(&reader, &resume, &mut checkpoints, &mut outcome);
+            }
+            if let Some(recording) = recording {
+                outcome.summary.operators = recording.finish(worker);
             }
             outcome.summary.input_bytes = reader.bytes;
             outcome.errors.append(&mut reader.errors);
@@ -587,11 +653,10 @@ struct WorkerOutcome {
     failure: Option<String>,
 }
 
-/// Commits the latest checkpoint whose results every sink has emitted: the
-/// probe has passed its bound and every sink has reconciled.
+/// Commits the latest checkpoint whose results every sink has emitted: every
+/// worker has flushed past its bound and every sink has reconciled.
 fn commit_emitted(
     reader: &WorkerSource,
-    probe: &ProbeHandle<Time>,
     resume: &Resume,
     checkpoints: &mut Vec<(Time, Vec<(i32, i64)>)>,
     outcome: &mut WorkerOutcome,
@@ -599,9 +664,10 @@ fn commit_emitted(
     if !resume.committable() {
         return;
     }
+    let emitted_through = resume.emitted_through();
     let emitted = checkpoints
         .iter()
-        .take_while(|(bound, _)| !probe.less_than(bound))
+        .take_while(|(bound, _)| *bound <= emitted_through)
         .count();
     let Some((_, positions)) = checkpoints.drain(..emitted).next_back() else {
         return;

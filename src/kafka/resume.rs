@@ -15,7 +15,7 @@ pub(crate) struct Resume {
     replaying: AtomicUsize,
     /// Every event read during replay is at a time before this.
     resume_time: AtomicU64,
-    /// Kafka sinks that write (one per output topic, on worker 0).
+    /// Kafka sinks that write (one per output topic on every worker).
     sinks: AtomicUsize,
     /// Of those, how many have reconciled their topic with the replayed state.
     reconciled: AtomicUsize,
@@ -24,6 +24,9 @@ pub(crate) struct Resume {
     /// The largest event-time basis any worker advanced its clock from;
     /// `Millis::MIN` before any.
     basis: AtomicI64,
+    /// Per worker: every result at a time before this has been produced by
+    /// its sinks and acknowledged by the broker.
+    emitted: Vec<AtomicU64>,
 }
 
 impl Resume {
@@ -36,6 +39,7 @@ impl Resume {
             reconciled: AtomicUsize::new(0),
             failed: AtomicBool::new(false),
             basis: AtomicI64::new(Millis::MIN),
+            emitted: (0..workers).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
@@ -77,6 +81,23 @@ impl Resume {
             && self.reconciled.load(Ordering::SeqCst) >= self.sinks.load(Ordering::SeqCst)
     }
 
+    /// Worker `worker`'s sinks have produced, and the broker acknowledged,
+    /// every result at a time before `time` (`Time::MAX`: all of them).
+    pub(crate) fn emitted(&self, worker: usize, time: Time) {
+        if let Some(emitted) = self.emitted.get(worker) {
+            emitted.fetch_max(time, Ordering::SeqCst);
+        }
+    }
+
+    /// Every result at a time before this has been emitted, by every worker.
+    pub(crate) fn emitted_through(&self) -> Time {
+        self.emitted
+            .iter()
+            .map(|emitted| emitted.load(Ordering::SeqCst))
+            .min()
+            .unwrap_or(Time::MAX)
+    }
+
     /// Notes the event-time basis a worker advanced its clock from.
     pub(crate) fn share_basis(&self, basis: Millis) {
         self.basis.fetch_max(basis, Ordering::SeqCst);
@@ -107,5 +128,20 @@ mod tests {
         assert!(resume.committable());
         resume.sink_failed();
         assert!(!resume.committable());
+    }
+
+    #[test]
+    fn results_are_emitted_once_every_worker_has_flushed_past_them() {
+        let resume = Resume::new(2);
+        assert_eq!(resume.emitted_through(), 0);
+        resume.emitted(1, 50);
+        assert_eq!(resume.emitted_through(), 0);
+        resume.emitted(0, 70);
+        assert_eq!(resume.emitted_through(), 50);
+        resume.emitted(1, 40);
+        assert_eq!(resume.emitted_through(), 50, "never moves back");
+        resume.emitted(1, Time::MAX);
+        resume.emitted(0, Time::MAX);
+        assert_eq!(resume.emitted_through(), Time::MAX);
     }
 }

@@ -1,19 +1,24 @@
 //! The Kafka sink: an output collection as a changelog topic.
 //!
-//! Every update is exchanged to worker 0, which alone produces. Once the
-//! input frontier passes a time, the sink applies that time's updates to
-//! the state it keeps per key, produces what changed, and waits for the
-//! broker to acknowledge every message before it lets its frontier (and so
-//! the pipeline's offset commits) pass that time.
+//! Every update goes to the worker that owns its message key (by a hash of
+//! the key's bytes), so every worker produces, each its own keys, and one
+//! key's messages keep their order. Once the input frontier passes a time,
+//! the sink applies that time's updates to the state it keeps per key and
+//! produces what changed through its worker's [`SharedProducer`]. The
+//! worker's loop flushes that producer once per frontier advance, for all
+//! of its sinks at once, and offsets are committed only once every worker
+//! has flushed past their results ([`Resume::emitted_through`]).
 //!
-//! On start the sink reads its topic back, so it knows what an earlier run
-//! emitted. While the pipeline replays the input up to the offsets that run
+//! On start each worker's sink reads its topic back, keeping the keys it
+//! owns, so it knows what an earlier run emitted. While the pipeline replays the input up to the offsets that run
 //! committed, the sink only builds state; once replay is over it
 //! *reconciles*: it produces exactly the difference between its state and
 //! the topic, and from then on every change. So a restart never emits a
 //! partial value and never counts an update twice.
 
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,10 +26,11 @@ use differential_dataflow::collection::VecCollection;
 use differential_dataflow::consolidation::consolidate;
 use serde::Deserialize;
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::{Capability, Probe};
 use timely::dataflow::ProbeHandle;
+use xxhash_rust::xxh3::{xxh3_64, Xxh3DefaultBuilder};
 
 use super::resume::Resume;
 use super::topic::{compacted, read_topic, MessageProducer};
@@ -48,9 +54,96 @@ pub enum ChangelogMode {
     RawDiff,
 }
 
-/// How long a sink waits for the broker to acknowledge its messages before
-/// it records an error.
+/// How long a flush waits for the broker to acknowledge its messages
+/// before it records an error (and reading a topic back, to finish).
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The worker, of `peers`, that produces the messages keyed by `key`.
+fn key_owner(key: &[u8], peers: usize) -> usize {
+    if peers <= 1 {
+        return 0;
+    }
+    (xxh3_64(key) % peers as u64) as usize
+}
+
+/// The one producer every Kafka sink of a worker produces through, so that
+/// one flush (one round trip to the broker) per frontier advance
+/// acknowledges every topic's messages, instead of one flush per sink.
+pub(crate) struct SharedProducer {
+    producer: MessageProducer,
+    resume: Arc<Resume>,
+    /// Every sink of the worker: its topic, its report, and the messages
+    /// it produced since the last flush.
+    sinks: RefCell<Vec<(String, SinkHandle, Rc<Cell<u64>>)>>,
+    /// A message was refused: nothing more is produced.
+    failed: Cell<bool>,
+}
+
+impl SharedProducer {
+    pub(crate) fn new(target: &SinkTarget) -> Result<SharedProducer, KafkaError> {
+        Ok(SharedProducer {
+            producer: MessageProducer::new(&target.brokers, &target.client)?,
+            resume: Arc::clone(&target.resume),
+            sinks: RefCell::new(Vec::new()),
+            failed: Cell::new(false),
+        })
+    }
+
+    fn failed(&self) -> bool {
+        self.failed.get()
+    }
+
+    /// Registers a sink; it counts the messages it produces in the cell.
+    fn register(&self, topic: &str, handle: &SinkHandle) -> Rc<Cell<u64>> {
+        let unflushed = Rc::new(Cell::new(0));
+        self.sinks
+            .borrow_mut()
+            .push((topic.to_owned(), handle.clone(), Rc::clone(&unflushed)));
+        unflushed
+    }
+
+    fn send(&self, topic: &str, handle: &SinkHandle, key: &[u8], value: Option<&[u8]>) -> bool {
+        if self.failed() {
+            return false;
+        }
+        match self.producer.send(topic, None, Some(key), value) {
+            Ok(()) => true,
+            Err(error) => {
+                self.fail(topic, handle, error.to_string());
+                false
+            }
+        }
+    }
+
+    /// Waits for the broker to acknowledge every message produced so far,
+    /// then counts them in their sinks' reports.
+    pub(crate) fn flush(&self) {
+        let sinks = self.sinks.borrow();
+        if self.failed() || sinks.iter().all(|(_, _, unflushed)| unflushed.get() == 0) {
+            return;
+        }
+        let flushed = self.producer.flush(DELIVERY_TIMEOUT);
+        for (topic, handle, unflushed) in sinks.iter() {
+            let messages = unflushed.replace(0);
+            match &flushed {
+                Ok(()) => handle.add_rows(messages),
+                Err(error) if messages > 0 => self.fail(topic, handle, error.to_string()),
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Records the failure and stops producing; offsets are no longer
+    /// committed, so a restart reconciles the topic.
+    fn fail(&self, topic: &str, handle: &SinkHandle, message: String) {
+        handle.record(SinkError::Kafka {
+            sink: topic.to_owned(),
+            message,
+        });
+        self.failed.set(true);
+        self.resume.sink_failed();
+    }
+}
 
 /// Where a sink produces, shared by every sink of one run.
 #[derive(Clone, Debug)]
@@ -60,42 +153,53 @@ pub(crate) struct SinkTarget {
     pub(crate) resume: Arc<Resume>,
 }
 
-/// Sinks `collection` to `topic` in `mode`, reporting into `handle`, and
-/// attaches `probe` after the sink: once the probe passes a time, every
-/// update before it has been acknowledged by the broker.
+/// A rendered update: the message key and the row, as JSON objects.
+type Rendered = (Vec<u8>, Vec<u8>);
+
+/// Sinks `collection` to `topic` in `mode` through this worker's
+/// `producer` (`Err`: it could not be created), reporting into `handle`,
+/// and attaches `probe` after the sink: once the probe passes a time, every
+/// update before it has been produced (and once the workers have flushed,
+/// acknowledged: [`Resume::emitted_through`]).
 pub(crate) fn sink_to_topic<'scope, D: OutputRecord>(
     collection: VecCollection<'scope, Time, D, isize>,
     topic: &str,
     mode: ChangelogMode,
     target: &SinkTarget,
+    producer: Result<Rc<SharedProducer>, String>,
     probe: &ProbeHandle<Time>,
     handle: SinkHandle,
 ) -> SinkHandle {
     handle.attach();
-    let writes = collection.scope().index() == 0;
-    let mut core = if writes {
-        target.resume.register_sink();
-        match TopicWriter::<D>::open(topic, mode, target, handle.clone()) {
-            Ok(writer) => Some(writer),
-            Err(error) => {
-                handle.record(SinkError::Kafka {
-                    sink: topic.to_owned(),
-                    message: error.to_string(),
-                });
-                target.resume.sink_failed();
-                None
-            }
-        }
-    } else {
-        None
+    let peers = collection.scope().peers();
+    let owner = Owner {
+        index: collection.scope().index(),
+        peers,
     };
+    target.resume.register_sink();
+    let opened = producer.and_then(|producer| {
+        TopicWriter::open(topic, mode, target, owner, producer, handle.clone())
+            .map_err(|error| error.to_string())
+    });
+    let mut core = match opened {
+        Ok(writer) => Some(writer),
+        Err(message) => {
+            handle.record(SinkError::Kafka {
+                sink: topic.to_owned(),
+                message,
+            });
+            target.resume.sink_failed();
+            None
+        }
+    };
+    let to_key_owner = Exchange::new(
+        move |((key, _row), _time, _diff): &(Rendered, Time, isize)| key_owner(key, peers) as u64,
+    );
     let name = format!("Kafka sink: {topic}");
     let closing = handle.clone();
-    let to_worker_zero = Exchange::new(|_update: &(D, Time, isize)| 0u64);
-    collection
-        .inner
+    render(collection, mode, &format!("{name}: render"))
         .unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
-            to_worker_zero,
+            to_key_owner,
             &name,
             move |capability, _info| {
                 let mut held: Option<Capability<Time>> = Some(capability);
@@ -112,7 +216,7 @@ pub(crate) fn sink_to_topic<'scope, D: OutputRecord>(
                     }
                     match frontier {
                         // The capability follows the input frontier only after
-                        // the sink has produced and flushed what came before it.
+                        // the sink has produced what came before it.
                         Some(time) => {
                             if let Some(held) = held.as_mut() {
                                 if held.time() < &time {
@@ -133,36 +237,115 @@ pub(crate) fn sink_to_topic<'scope, D: OutputRecord>(
     handle
 }
 
-/// Worker 0's side of a Kafka sink: the state per key, what the topic
-/// holds, and the producer.
-struct TopicWriter<D> {
+/// Renders each update of `collection` as its message key and row, on the
+/// worker that has it, once its time is final. In upsert mode the updates
+/// of every time that became final at once are consolidated first: only
+/// the last value of a key is produced, so the values a key took in
+/// between (a retraction and an insertion per time) need no rendering.
+fn render<'scope, D: OutputRecord>(
+    collection: VecCollection<'scope, Time, D, isize>,
+    mode: ChangelogMode,
+    name: &str,
+) -> timely::dataflow::StreamVec<'scope, Time, (Rendered, Time, isize)> {
+    let row_keys = json_keys(&D::columns());
+    let key_keys = key_json_keys::<D>();
+    collection
+        .inner
+        .unary_frontier(Pipeline, name, move |capability, _info| {
+            let mut held: Option<Capability<Time>> = Some(capability);
+            let mut pending: BTreeMap<Time, Vec<(D, isize)>> = BTreeMap::new();
+            move |(input, frontier), output| {
+                input.for_each(|_stamp, updates| {
+                    for (record, time, diff) in updates.drain(..) {
+                        pending.entry(time).or_default().push((record, diff));
+                    }
+                });
+                let frontier = frontier.frontier().as_option().copied();
+                let ready = match frontier {
+                    Some(time) => {
+                        let later = pending.split_off(&time);
+                        std::mem::replace(&mut pending, later)
+                    }
+                    None => std::mem::take(&mut pending),
+                };
+                if let (Some(held), Some(last)) = (held.as_ref(), ready.keys().next_back().copied())
+                {
+                    let batches = match mode {
+                        ChangelogMode::Upsert => {
+                            vec![(last, ready.into_values().flatten().collect::<Vec<_>>())]
+                        }
+                        ChangelogMode::RawDiff => ready.into_iter().collect(),
+                    };
+                    let mut session = output.session(held);
+                    for (time, mut updates) in batches {
+                        consolidate(&mut updates);
+                        for (record, diff) in updates {
+                            let values = record.values();
+                            let mut key = Vec::new();
+                            push_object(&mut key, &key_keys, &values);
+                            let mut row = Vec::new();
+                            push_object(&mut row, &row_keys, &values);
+                            session.give(((key, row), time, diff));
+                        }
+                    }
+                }
+                match (frontier, held.as_mut()) {
+                    (Some(time), Some(held)) if held.time() < &time => held.downgrade(&time),
+                    (None, _) => held = None,
+                    _ => {}
+                }
+            }
+        })
+}
+
+/// The `"name":` prefixes of `D`'s key columns.
+fn key_json_keys<D: OutputRecord>() -> Vec<Vec<u8>> {
+    let columns = D::columns();
+    json_keys(&columns[..D::key_columns().min(columns.len())])
+}
+
+/// Which worker a sink runs on, of how many.
+#[derive(Clone, Copy, Debug)]
+struct Owner {
+    index: usize,
+    peers: usize,
+}
+
+impl Owner {
+    fn owns(&self, key: &[u8]) -> bool {
+        key_owner(key, self.peers) == self.index
+    }
+}
+
+/// One worker's side of a Kafka sink: the state of the keys it owns, and
+/// what the topic holds for them. Rows and keys are JSON objects.
+struct TopicWriter {
     topic: String,
     mode: ChangelogMode,
     handle: SinkHandle,
     resume: Arc<Resume>,
-    producer: MessageProducer,
-    /// `"name":` prefixes of every column, and of the key columns.
-    row_keys: Vec<Vec<u8>>,
-    key_keys: Vec<Vec<u8>>,
+    producer: Rc<SharedProducer>,
+    /// Messages produced since the producer's last flush.
+    unflushed: Rc<Cell<u64>>,
     /// Updates not yet final, by time.
-    pending: BTreeMap<Time, Vec<(D, isize)>>,
-    /// Upsert: the records each key holds (consolidated).
-    records: HashMap<Vec<u8>, Vec<(D, isize)>>,
-    /// Upsert: the value the topic holds per key.
-    topic_values: HashMap<Vec<u8>, Vec<u8>>,
-    /// Upsert: the keys whose records changed since values were last produced.
-    changed: BTreeSet<Vec<u8>>,
-    /// Raw diff: the multiplicity of each row (as JSON), with its key.
-    rows: HashMap<Vec<u8>, (Vec<u8>, i64)>,
-    /// Raw diff: the sum of the topic's diffs per row, with its key.
-    topic_rows: HashMap<Vec<u8>, (Vec<u8>, i64)>,
-    /// The topic has been reconciled with the state.
+    pending: BTreeMap<Time, Vec<(Rendered, isize)>>,
+    /// Upsert: the rows each key holds (consolidated).
+    records: KeyMap<Vec<(Vec<u8>, isize)>>,
+    /// The topic has been reconciled with the state. From then on every
+    /// change is produced as it becomes final, so the topic's contents
+    /// below are no longer needed (and are dropped).
     reconciled: bool,
-    /// Messages produced since the last flush.
-    unflushed: u64,
-    produced: u64,
-    failed: bool,
+    /// Upsert, until reconciled: the value the topic holds per key.
+    topic_values: KeyMap<Vec<u8>>,
+    /// Raw diff, until reconciled: the multiplicity of each row, with its key.
+    rows: KeyMap<(Vec<u8>, i64)>,
+    /// Raw diff, until reconciled: the sum of the topic's diffs per row,
+    /// with its key.
+    topic_rows: KeyMap<(Vec<u8>, i64)>,
 }
+
+/// A map keyed by JSON bytes, with a hasher faster than SipHash on them.
+type KeyMap<V> = HashMap<Vec<u8>, V, Xxh3DefaultBuilder>;
 
 /// The value of a raw-diff message, as read back.
 #[derive(Deserialize)]
@@ -172,36 +355,31 @@ struct RawDiffMessage<'a> {
     diff: i64,
 }
 
-impl<D: OutputRecord> TopicWriter<D> {
+impl TopicWriter {
     fn open(
         topic: &str,
         mode: ChangelogMode,
         target: &SinkTarget,
+        owner: Owner,
+        producer: Rc<SharedProducer>,
         handle: SinkHandle,
-    ) -> Result<TopicWriter<D>, KafkaError> {
-        let producer = MessageProducer::new(&target.brokers, &target.client)?;
-        let columns = D::columns();
-        let key_len = D::key_columns().min(columns.len());
+    ) -> Result<TopicWriter, KafkaError> {
         let mut writer = TopicWriter {
             topic: topic.to_owned(),
             mode,
-            handle,
+            handle: handle.clone(),
             resume: Arc::clone(&target.resume),
+            unflushed: producer.register(topic, &handle),
             producer,
-            row_keys: json_keys(&columns),
-            key_keys: json_keys(&columns[..key_len]),
             pending: BTreeMap::new(),
-            records: HashMap::new(),
-            topic_values: HashMap::new(),
-            changed: BTreeSet::new(),
-            rows: HashMap::new(),
-            topic_rows: HashMap::new(),
+            records: KeyMap::default(),
             reconciled: false,
-            unflushed: 0,
-            produced: 0,
-            failed: false,
+            topic_values: KeyMap::default(),
+            rows: KeyMap::default(),
+            topic_rows: KeyMap::default(),
         };
-        let messages = read_topic(&target.brokers, topic, &target.client, DELIVERY_TIMEOUT)?;
+        let mut messages = read_topic(&target.brokers, topic, &target.client, DELIVERY_TIMEOUT)?;
+        messages.retain(|message| owner.owns(message.key.as_deref().unwrap_or_default()));
         match mode {
             ChangelogMode::Upsert => {
                 writer.topic_values = compacted(&messages).into_iter().collect()
@@ -215,7 +393,8 @@ impl<D: OutputRecord> TopicWriter<D> {
                     match parsed {
                         Some(Ok(raw)) => {
                             let key = message.key.clone().unwrap_or_default();
-                            writer.add_topic_diff(&key, raw.row.get().as_bytes(), raw.diff);
+                            let row = raw.row.get().as_bytes();
+                            add_row_diff(&mut writer.topic_rows, &key, row, raw.diff);
                         }
                         _ => writer.record(format!(
                             "partition {} offset {} is not a raw diff message",
@@ -228,14 +407,14 @@ impl<D: OutputRecord> TopicWriter<D> {
         Ok(writer)
     }
 
-    fn absorb(&mut self, updates: &mut Vec<(D, Time, isize)>) {
-        for (record, time, diff) in updates.drain(..) {
-            self.pending.entry(time).or_default().push((record, diff));
+    fn absorb(&mut self, updates: &mut Vec<(Rendered, Time, isize)>) {
+        for (rendered, time, diff) in updates.drain(..) {
+            self.pending.entry(time).or_default().push((rendered, diff));
         }
     }
 
     /// Applies, and once reconciled produces, every update before
-    /// `frontier` (`None`: all), then flushes.
+    /// `frontier` (`None`: all). The worker's loop flushes.
     fn advance(&mut self, frontier: Option<Time>) {
         let ready = match frontier {
             Some(time) => {
@@ -244,18 +423,16 @@ impl<D: OutputRecord> TopicWriter<D> {
             }
             None => std::mem::take(&mut self.pending),
         };
-        for (time, updates) in ready {
-            self.apply(time, updates);
-        }
-        // Upserts: one message per changed key for everything that became
-        // final, not one per time. A compacted topic keeps only the last
-        // value anyway, and a key that changes every tick would otherwise
-        // cost a message per tick.
-        let changed = std::mem::take(&mut self.changed);
-        if self.reconciled {
-            for key in changed {
-                let value = self.current_value(&key);
-                self.produce_value(&key, value);
+        match self.mode {
+            // Upserts: one message per changed key for everything that
+            // became final, not one per time. A compacted topic keeps only
+            // the last value anyway, and a key that changes every tick would
+            // otherwise cost a message per tick.
+            ChangelogMode::Upsert => self.apply_upserts(ready.into_values().flatten().collect()),
+            ChangelogMode::RawDiff => {
+                for (time, updates) in ready {
+                    self.apply_diffs(time, updates);
+                }
             }
         }
         if !self.reconciled {
@@ -267,83 +444,73 @@ impl<D: OutputRecord> TopicWriter<D> {
                 self.reconcile(frontier.unwrap_or(resume_time));
             }
         }
-        self.flush();
     }
 
-    fn apply(&mut self, time: Time, mut updates: Vec<(D, isize)>) {
+    /// Applies `updates` and, once reconciled, produces the new value of
+    /// every key they change. After consolidation a key changes only if its
+    /// multiset of rows does, so its new value always differs from the one
+    /// last produced.
+    fn apply_upserts(&mut self, mut updates: Vec<(Rendered, isize)>) {
         consolidate(&mut updates);
-        let mut touched = BTreeSet::new();
-        for (record, diff) in updates {
-            let values = record.values();
-            let mut key = Vec::new();
-            push_object(&mut key, &self.key_keys, &values);
-            match self.mode {
-                ChangelogMode::Upsert => {
-                    self.records
-                        .entry(key.clone())
-                        .or_default()
-                        .push((record, diff));
-                    touched.insert(key);
-                }
-                ChangelogMode::RawDiff => {
-                    let mut row = Vec::new();
-                    push_object(&mut row, &self.row_keys, &values);
-                    let diff = i64::try_from(diff).unwrap_or(i64::MAX);
-                    let entry = self
-                        .rows
-                        .entry(row.clone())
-                        .or_insert_with(|| (key.clone(), 0));
-                    entry.1 += diff;
-                    if entry.1 == 0 {
-                        self.rows.remove(&row);
-                    }
-                    if self.reconciled {
-                        self.produce_diff(&key, &row, time, diff);
-                    }
-                }
-            }
-        }
-        for key in touched {
+        // Consolidation sorted the updates by key: one lookup per key.
+        let mut updates = updates.into_iter().peekable();
+        while let Some(((key, row), diff)) = updates.next() {
             let records = self.records.entry(key.clone()).or_default();
+            records.push((row, diff));
+            while let Some(((_, row), diff)) = updates.next_if(|((next, _), _)| *next == key) {
+                records.push((row, diff));
+            }
             consolidate(records);
-            if records.is_empty() {
+            if self.reconciled {
+                let value = self.value_of(&key);
+                self.send(&key, value.as_deref());
+            }
+            if self.records.get(&key).is_some_and(Vec::is_empty) {
                 self.records.remove(&key);
             }
-            self.changed.insert(key);
         }
     }
 
-    /// Produces the difference between the state and what the topic holds.
+    fn apply_diffs(&mut self, time: Time, mut updates: Vec<(Rendered, isize)>) {
+        consolidate(&mut updates);
+        for ((key, row), diff) in updates {
+            let diff = i64::try_from(diff).unwrap_or(i64::MAX);
+            if self.reconciled {
+                self.produce_diff(&key, &row, time, diff);
+            } else {
+                add_row_diff(&mut self.rows, &key, &row, diff);
+            }
+        }
+    }
+
+    /// Produces the difference between the state and what the topic holds,
+    /// then forgets what the topic holds.
     fn reconcile(&mut self, time: Time) {
         match self.mode {
             ChangelogMode::Upsert => {
-                let keys: BTreeSet<Vec<u8>> = self
-                    .records
-                    .keys()
-                    .chain(self.topic_values.keys())
-                    .cloned()
-                    .collect();
+                let topic_values = std::mem::take(&mut self.topic_values);
+                let keys: BTreeSet<&Vec<u8>> =
+                    self.records.keys().chain(topic_values.keys()).collect();
                 for key in keys {
-                    let value = self.current_value(&key);
-                    self.produce_value(&key, value);
+                    let value = self.value_of(key);
+                    if topic_values.get(key) != value.as_ref() {
+                        self.send(key, value.as_deref());
+                    }
                 }
             }
             ChangelogMode::RawDiff => {
-                let rows: BTreeSet<Vec<u8>> = self
-                    .rows
-                    .keys()
-                    .chain(self.topic_rows.keys())
-                    .cloned()
-                    .collect();
-                for row in rows {
-                    let (key, wanted) = match (self.rows.get(&row), self.topic_rows.get(&row)) {
-                        (Some((key, count)), _) => (key.clone(), *count),
-                        (None, Some((key, _))) => (key.clone(), 0),
+                let rows = std::mem::take(&mut self.rows);
+                let topic_rows = std::mem::take(&mut self.topic_rows);
+                let all: BTreeSet<&Vec<u8>> = rows.keys().chain(topic_rows.keys()).collect();
+                for row in all {
+                    let (key, wanted) = match (rows.get(row), topic_rows.get(row)) {
+                        (Some((key, count)), _) => (key, *count),
+                        (None, Some((key, _))) => (key, 0),
                         (None, None) => continue,
                     };
-                    let emitted = self.topic_rows.get(&row).map_or(0, |(_, sum)| *sum);
+                    let emitted = topic_rows.get(row).map_or(0, |(_, sum)| *sum);
                     if wanted != emitted {
-                        self.produce_diff(&key, &row, time, wanted - emitted);
+                        self.produce_diff(key, row, time, wanted - emitted);
                     }
                 }
             }
@@ -354,27 +521,24 @@ impl<D: OutputRecord> TopicWriter<D> {
 
     /// The message value for `key`: its row, an array of rows, or `None`
     /// (tombstone) when it holds none.
-    fn current_value(&mut self, key: &[u8]) -> Option<Vec<u8>> {
+    fn value_of(&self, key: &[u8]) -> Option<Vec<u8>> {
         let records = self.records.get(key)?;
-        let mut rows = Vec::new();
-        let mut negative = None;
-        for (record, count) in records {
+        let mut rows: Vec<&[u8]> = Vec::new();
+        for (row, count) in records {
             if *count < 0 {
-                negative = Some(format!("record {record:?} has multiplicity {count}"));
+                self.record(format!(
+                    "row {} has multiplicity {count}",
+                    String::from_utf8_lossy(row)
+                ));
                 continue;
             }
-            let mut row = Vec::new();
-            push_object(&mut row, &self.row_keys, &record.values());
             for _ in 0..*count {
-                rows.push(row.clone());
+                rows.push(row);
             }
         }
-        if let Some(message) = negative {
-            self.record(message);
-        }
-        match rows.len() {
-            0 => None,
-            1 => rows.pop(),
+        match rows.as_slice() {
+            [] => None,
+            [row] => Some(row.to_vec()),
             _ => {
                 let mut array = vec![b'['];
                 for (index, row) in rows.iter().enumerate() {
@@ -389,61 +553,16 @@ impl<D: OutputRecord> TopicWriter<D> {
         }
     }
 
-    fn produce_value(&mut self, key: &[u8], value: Option<Vec<u8>>) {
-        if self.topic_values.get(key) == value.as_ref() {
-            return;
-        }
-        self.send(key, value.as_deref());
-        match value {
-            Some(value) => self.topic_values.insert(key.to_vec(), value),
-            None => self.topic_values.remove(key),
-        };
-    }
-
-    fn produce_diff(&mut self, key: &[u8], row: &[u8], time: Time, diff: i64) {
+    fn produce_diff(&self, key: &[u8], row: &[u8], time: Time, diff: i64) {
         let mut value = format!("{{\"time\":{time},\"diff\":{diff},\"row\":").into_bytes();
         value.extend_from_slice(row);
         value.push(b'}');
         self.send(key, Some(&value));
-        self.add_topic_diff(key, row, diff);
     }
 
-    /// Notes that the topic holds `diff` more copies of `row`.
-    fn add_topic_diff(&mut self, key: &[u8], row: &[u8], diff: i64) {
-        let entry = self
-            .topic_rows
-            .entry(row.to_vec())
-            .or_insert_with(|| (key.to_vec(), 0));
-        entry.1 += diff;
-        if entry.1 == 0 {
-            self.topic_rows.remove(row);
-        }
-    }
-
-    fn send(&mut self, key: &[u8], value: Option<&[u8]>) {
-        if self.failed {
-            return;
-        }
-        match self.producer.send(&self.topic, None, Some(key), value) {
-            Ok(()) => {
-                self.unflushed += 1;
-                self.produced += 1;
-            }
-            Err(error) => self.fail(error.to_string()),
-        }
-    }
-
-    /// Waits for the broker to acknowledge every message produced so far.
-    fn flush(&mut self) {
-        if self.unflushed == 0 || self.failed {
-            return;
-        }
-        match self.producer.flush(DELIVERY_TIMEOUT) {
-            Ok(()) => {
-                self.unflushed = 0;
-                self.handle.set_rows(self.produced);
-            }
-            Err(error) => self.fail(error.to_string()),
+    fn send(&self, key: &[u8], value: Option<&[u8]>) {
+        if self.producer.send(&self.topic, &self.handle, key, value) {
+            self.unflushed.set(self.unflushed.get() + 1);
         }
     }
 
@@ -453,12 +572,15 @@ impl<D: OutputRecord> TopicWriter<D> {
             message,
         });
     }
+}
 
-    /// Records the failure and stops producing; offsets are no longer
-    /// committed, so a restart reconciles the topic.
-    fn fail(&mut self, message: String) {
-        self.record(message);
-        self.failed = true;
-        self.resume.sink_failed();
+/// Notes `diff` more copies of `row` (keyed by `key`) in `rows`.
+fn add_row_diff(rows: &mut KeyMap<(Vec<u8>, i64)>, key: &[u8], row: &[u8], diff: i64) {
+    let entry = rows
+        .entry(row.to_vec())
+        .or_insert_with(|| (key.to_vec(), 0));
+    entry.1 += diff;
+    if entry.1 == 0 {
+        rows.remove(row);
     }
 }

@@ -105,6 +105,11 @@ impl SinkHandle {
         self.lock().report.rows = rows;
     }
 
+    /// Counts `rows` more, for sinks that write from several workers.
+    pub(crate) fn add_rows(&self, rows: u64) {
+        self.lock().report.rows += rows;
+    }
+
     fn set_path(&self, path: Option<PathBuf>) {
         self.lock().report.path = path;
     }
