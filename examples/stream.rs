@@ -268,12 +268,18 @@ fn feed(
         .map_or(0, |since| {
             i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
         });
+    let span_ms = span_ms.max(1_000);
+    let default = GeneratorConfig::default();
     let generator = Generator::new(GeneratorConfig {
         seed,
         events,
         start_ms: now_ms,
-        span_ms: span_ms.max(1_000),
-        ..GeneratorConfig::default()
+        span_ms,
+        // Conversions follow their clicks by up to a quarter of the span
+        // (adgen's default is up to 3 days), so that a feed of minutes
+        // shows attribution while it runs.
+        max_conversion_delay_ms: (span_ms / 4).clamp(1_000, default.max_conversion_delay_ms),
+        ..default
     });
     let started = Instant::now();
     let never = AtomicBool::new(false);

@@ -125,7 +125,8 @@ pub struct GeneratorConfig {
     /// Range of per-campaign conversion rates (conversions per genuine click).
     pub cvr_range: (f64, f64),
     /// Longest delay from a click to its conversion (the delay is
-    /// log-uniform between one minute and this).
+    /// log-uniform between one minute, or a sixtieth of this when that is
+    /// shorter, and this). At least a second.
     pub max_conversion_delay_ms: Millis,
     /// How often each anomaly occurs.
     pub anomalies: AnomalyRates,
@@ -225,8 +226,8 @@ impl GeneratorConfig {
             "out-of-order threshold must not be negative"
         );
         ensure!(
-            self.max_conversion_delay_ms >= MINUTE_MS,
-            "max conversion delay must be at least a minute"
+            self.max_conversion_delay_ms >= SECOND_MS,
+            "max conversion delay must be at least a second"
         );
         if self.anomalies.late > 0.0 && self.max_lateness_ms <= self.max_jitter_ms {
             bail!("max lateness must exceed max jitter when late rows are generated");

@@ -232,7 +232,7 @@ fn sanitize(mut config: GeneratorConfig) -> GeneratorConfig {
     }
     config.ctr_range = range(config.ctr_range);
     config.cvr_range = range(config.cvr_range);
-    config.max_conversion_delay_ms = config.max_conversion_delay_ms.max(MINUTE_MS);
+    config.max_conversion_delay_ms = config.max_conversion_delay_ms.max(SECOND_MS);
     let rates = &mut config.anomalies;
     for rate in [
         &mut rates.duplicate,
@@ -357,7 +357,12 @@ impl Generator {
             orphan_chance: rates.clicks_without_impression * mean_ctr,
             base_jitter_ms: BASE_JITTER_MS.min(config.out_of_order_threshold_ms / 2),
             campaign_width: campaigns.to_string().len().max(3),
-            log_delay: log(MINUTE_MS as f64, config.max_conversion_delay_ms as f64),
+            // A feed squeezed into seconds (the stream example's) still
+            // converts within its span.
+            log_delay: log(
+                MINUTE_MS.min(config.max_conversion_delay_ms / 60) as f64,
+                config.max_conversion_delay_ms as f64,
+            ),
             log_revenue: log(REVENUE_UNITS.0, REVENUE_UNITS.1),
             clock: config.start_ms as f64,
             next_base_ts: config.start_ms,

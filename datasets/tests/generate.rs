@@ -144,6 +144,23 @@ fn ctr_and_cvr_are_in_range() {
 }
 
 #[test]
+fn a_feed_squeezed_into_a_minute_still_converts_within_it() {
+    // The stream example's feed: a minute of event time, conversions at
+    // most 15 s after their click.
+    let config = GeneratorConfig {
+        span_ms: 60 * SECOND_MS,
+        max_conversion_delay_ms: 15 * SECOND_MS,
+        ..config(100_000)
+    };
+    assert!(config.validate().is_ok());
+    let rows: Vec<GeneratedEvent> = Generator::new(config).collect();
+    let count = |kind: &str| rows.iter().filter(|row| row.record.kind == kind).count() as f64;
+    // Most conversions land within the feed (those of its last seconds' clicks do not).
+    let cvr = count("conversion") / count("click");
+    assert!((0.015..=0.05).contains(&cvr), "CVR {cvr}");
+}
+
+#[test]
 fn traffic_looks_like_a_platform() {
     let rows = stream();
     let mut users = HashMap::<&str, BTreeSet<Millis>>::new();
