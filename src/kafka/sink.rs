@@ -214,21 +214,10 @@ pub(crate) fn sink_to_topic<'scope, D: OutputRecord>(
                     if let Some(core) = core.as_mut() {
                         core.advance(frontier);
                     }
-                    match frontier {
-                        // The capability follows the input frontier only after
-                        // the sink has produced what came before it.
-                        Some(time) => {
-                            if let Some(held) = held.as_mut() {
-                                if held.time() < &time {
-                                    held.downgrade(&time);
-                                }
-                            }
-                        }
-                        None => {
-                            if held.take().is_some() {
-                                closing.close();
-                            }
-                        }
+                    // The capability follows the input frontier only after
+                    // the sink has produced what came before it.
+                    if follow_frontier(&mut held, frontier) {
+                        closing.close();
                     }
                 }
             },
@@ -261,13 +250,7 @@ fn render<'scope, D: OutputRecord>(
                     }
                 });
                 let frontier = frontier.frontier().as_option().copied();
-                let ready = match frontier {
-                    Some(time) => {
-                        let later = pending.split_off(&time);
-                        std::mem::replace(&mut pending, later)
-                    }
-                    None => std::mem::take(&mut pending),
-                };
+                let ready = take_ready(&mut pending, frontier);
                 if let (Some(held), Some(last)) = (held.as_ref(), ready.keys().next_back().copied())
                 {
                     let batches = match mode {
@@ -289,13 +272,39 @@ fn render<'scope, D: OutputRecord>(
                         }
                     }
                 }
-                match (frontier, held.as_mut()) {
-                    (Some(time), Some(held)) if held.time() < &time => held.downgrade(&time),
-                    (None, _) => held = None,
-                    _ => {}
-                }
+                follow_frontier(&mut held, frontier);
             }
         })
+}
+
+/// Removes from `pending` and returns the updates at times before
+/// `frontier` (`None`: the input has ended, all of them).
+fn take_ready<V>(
+    pending: &mut BTreeMap<Time, Vec<V>>,
+    frontier: Option<Time>,
+) -> BTreeMap<Time, Vec<V>> {
+    match frontier {
+        Some(time) => {
+            let later = pending.split_off(&time);
+            std::mem::replace(pending, later)
+        }
+        None => std::mem::take(pending),
+    }
+}
+
+/// Moves `held` up to the input `frontier`, or drops it once the input has
+/// ended; returns whether it was dropped just now.
+fn follow_frontier(held: &mut Option<Capability<Time>>, frontier: Option<Time>) -> bool {
+    match (frontier, held.as_mut()) {
+        (Some(time), Some(capability)) => {
+            if capability.time() < &time {
+                capability.downgrade(&time);
+            }
+            false
+        }
+        (Some(_), None) => false,
+        (None, _) => held.take().is_some(),
+    }
 }
 
 /// The `"name":` prefixes of `D`'s key columns.
@@ -416,13 +425,7 @@ impl TopicWriter {
     /// Applies, and once reconciled produces, every update before
     /// `frontier` (`None`: all). The worker's loop flushes.
     fn advance(&mut self, frontier: Option<Time>) {
-        let ready = match frontier {
-            Some(time) => {
-                let later = self.pending.split_off(&time);
-                std::mem::replace(&mut self.pending, later)
-            }
-            None => std::mem::take(&mut self.pending),
-        };
+        let ready = take_ready(&mut self.pending, frontier);
         match self.mode {
             // Upserts: one message per changed key for everything that
             // became final, not one per time. A compacted topic keeps only
@@ -461,12 +464,12 @@ impl TopicWriter {
                 records.push((row, diff));
             }
             consolidate(records);
+            if records.is_empty() {
+                self.records.remove(&key);
+            }
             if self.reconciled {
                 let value = self.value_of(&key);
                 self.send(&key, value.as_deref());
-            }
-            if self.records.get(&key).is_some_and(Vec::is_empty) {
-                self.records.remove(&key);
             }
         }
     }
