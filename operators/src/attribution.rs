@@ -145,7 +145,7 @@ use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::implementations::{KeyBuilder, KeySpine, ValBuilder, ValSpine};
 use serde::{Deserialize, Serialize};
 
-use crate::retention::RetentionExt;
+use crate::retention::{RetentionExt, RetireArrangedExt};
 
 mod first;
 mod last;
@@ -398,28 +398,30 @@ impl<'scope> AttributionExt<'scope> for VecCollection<'scope, Time, Event> {
 
     fn arrange_touches(self, name: &str, config: &AttributionConfig) -> Touches<'scope> {
         let (click_window, view_window) = (config.click_window, config.view_window);
-        let touches = self.flat_map(|event| Some((Identity::of(&event)?, Touch::of(&event)?)));
-        let touches = match config.horizon {
-            Some(horizon) => {
-                touches.retire_after(&format!("{name}: touches"), move |(_, touch)| {
-                    let window = if touch.kind == EventKind::Click {
-                        click_window
-                    } else {
-                        view_window
-                    };
-                    at(touch
-                        .ts
-                        .saturating_add(window)
-                        .saturating_add(horizon)
-                        .saturating_add(1))
-                })
-            }
-            None => touches,
+        let touches = self.flat_map(|event| {
+            Some((Identity::of(&event)?, StoredTouch::from(Touch::of(&event)?)))
+        });
+        let name = format!("{name}: touches by identity");
+        let by_identity = match config.horizon {
+            // A touch past its window joins with no conversion, so it may
+            // be retired late, from the trace, without a copy held for it.
+            Some(horizon) => touches.arrange_by_key_retiring_named(&name, move |_, stored| {
+                let touch = stored.touch();
+                let window = if touch.kind == EventKind::Click {
+                    click_window
+                } else {
+                    view_window
+                };
+                at(touch
+                    .ts
+                    .saturating_add(window)
+                    .saturating_add(horizon)
+                    .saturating_add(1))
+            }),
+            None => touches.arrange_by_key_named(&name),
         };
         Touches {
-            by_identity: touches
-                .map(|(identity, touch)| (identity, StoredTouch::from(touch)))
-                .arrange_by_key_named(&format!("{name}: touches by identity")),
+            by_identity,
             click_window,
             view_window,
             horizon: config.horizon,

@@ -50,3 +50,116 @@ proptest! {
         prop_assert_eq!(outcome.output, multiset(outcome.admitted));
     }
 }
+
+/// A record of the retiring arrangement's test: its key decides how long it
+/// lives, its value is the time it arrives at.
+type Pair = (u8, u64);
+
+fn pair_expiry(key: &u8, value: &u64) -> Time {
+    value + (u64::from(*key) + 1) * 40_000 + 1
+}
+
+/// Arrival (and deletion) updates in time order, fed from worker 0 in
+/// chunks; then event time moves on well past every expiry. Returns the
+/// updates the arrangement's batches carried, from every worker.
+fn run_retiring(
+    updates: &[(Pair, Time, isize)],
+    batch: usize,
+    workers: usize,
+) -> Vec<(Pair, Time, isize)> {
+    use adflow_operators::retention::RetireArrangedExt;
+    use differential_dataflow::input::Input;
+    use std::sync::{Arc, Mutex};
+    use timely::dataflow::operators::Probe;
+
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    let updates = updates.to_vec();
+    let last_expiry = updates
+        .iter()
+        .map(|((k, v), _, _)| pair_expiry(k, v))
+        .max()
+        .unwrap_or(0);
+    timely::execute(timely::Config::process(workers), move |worker| {
+        let sink = Arc::clone(&sink);
+        let (mut input, probe) = worker.dataflow::<Time, _, _>(|scope| {
+            let (input, pairs) = scope.new_collection::<Pair, isize>();
+            let arranged = pairs.arrange_by_key_retiring_named("Test", pair_expiry);
+            let (probe, _) = arranged.stream.clone().probe();
+            arranged
+                .as_collection(|key, value| (*key, *value))
+                .inspect(move |update| sink.lock().unwrap().push(*update));
+            (input, probe)
+        });
+        for chunk in updates.chunks(batch) {
+            if worker.index() == 0 {
+                for (pair, time, diff) in chunk {
+                    input.update_at(*pair, *time, *diff);
+                }
+            }
+            if let Some((_, time, _)) = chunk.last() {
+                input.advance_to(*time);
+            }
+            input.flush();
+            worker.step_while(|| probe.less_than(input.time()));
+        }
+        // Ten more minutes-and-a-bit, each its own step of event time:
+        // every record has expired, so each step may retire.
+        for step in 1..=10 {
+            input.advance_to(last_expiry + step * 70_000);
+            input.flush();
+            worker.step_while(|| probe.less_than(input.time()));
+        }
+    })
+    .expect("timely runs");
+    let seen = seen.lock().unwrap().clone();
+    seen
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn retiring_arrangement_retires_every_record_once_at_or_after_its_expiry(
+        records in proptest::collection::vec((0u8..6, 0u64..900_000, proptest::option::of(0u64..200_000)), 1..80),
+        batch in 1usize..25,
+        workers in 1usize..=2,
+    ) {
+        // Each record arrives at its value; some are deleted before they
+        // expire (the horizon's guarantee: no update at or after expiry).
+        let mut updates = Vec::new();
+        for (key, value, deleted_after) in &records {
+            updates.push(((*key, *value), *value, 1));
+            if let Some(after) = deleted_after {
+                let at = value + after % (pair_expiry(key, value) - value);
+                updates.push(((*key, *value), at, -1));
+            }
+        }
+        updates.sort_by_key(|(_, time, _)| *time);
+        let seen = run_retiring(&updates, batch, workers);
+
+        // What came out beyond the input is the retirement.
+        let mut retirement = std::collections::BTreeMap::<(Pair, Time), isize>::new();
+        for (pair, time, diff) in &seen {
+            *retirement.entry((*pair, *time)).or_insert(0) += diff;
+        }
+        for (pair, time, diff) in &updates {
+            *retirement.entry((*pair, *time)).or_insert(0) -= diff;
+        }
+        retirement.retain(|_, diff| *diff != 0);
+        let mut input_totals = std::collections::BTreeMap::<Pair, isize>::new();
+        for (pair, _, diff) in &updates {
+            *input_totals.entry(*pair).or_insert(0) += diff;
+        }
+        let mut retired_totals = std::collections::BTreeMap::<Pair, isize>::new();
+        for ((pair, time), diff) in &retirement {
+            prop_assert!(*time >= pair_expiry(&pair.0, &pair.1), "{pair:?} retired at {time}, before its expiry");
+            prop_assert!(*diff < 0, "{pair:?} retirement at {time} adds {diff}");
+            *retired_totals.entry(*pair).or_insert(0) += diff;
+        }
+        // Every record still live was retired, exactly once.
+        for (pair, total) in &input_totals {
+            prop_assert_eq!(retired_totals.get(pair).copied().unwrap_or(0), -total, "{:?}", pair);
+        }
+    }
+}
