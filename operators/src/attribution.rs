@@ -398,9 +398,8 @@ impl<'scope> AttributionExt<'scope> for VecCollection<'scope, Time, Event> {
 
     fn arrange_touches(self, name: &str, config: &AttributionConfig) -> Touches<'scope> {
         let (click_window, view_window) = (config.click_window, config.view_window);
-        let touches = self.flat_map(|event| {
-            Some((Identity::of(&event)?, StoredTouch::from(Touch::of(&event)?)))
-        });
+        let touches = self
+            .flat_map(|event| Some((Identity::of(&event)?, StoredTouch::from(Touch::of(&event)?))));
         let name = format!("{name}: touches by identity");
         let by_identity = match config.horizon {
             // A touch past its window joins with no conversion, so it may

@@ -23,7 +23,9 @@ use differential_dataflow::trace::{SpanOf, TraceReader};
 use differential_dataflow::{Data, ExchangeData};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::{ConnectLoop, Feedback};
 use timely::progress::{Antichain, Timestamp};
 use timely::PartialOrder;
@@ -223,57 +225,56 @@ where
         // the sealed batches come back through a loop (one tick later, which
         // does not matter: they only say what the trace holds) and the
         // trace itself reaches the operator once it exists.
-        let (loop_handle, sealed) = self
-            .scope()
-            .feedback::<Vec<SpanOf<TraceAgent<ValSpine<K, V, Time, isize>>>>>(1);
+        let scope = self.scope();
+        let (loop_handle, sealed) =
+            scope.feedback::<Vec<SpanOf<TraceAgent<ValSpine<K, V, Time, isize>>>>>(1);
         let trace_slot = Rc::new(RefCell::new(None));
         let slot = Rc::clone(&trace_slot);
-        let fed = self
-            .inner
-            .binary_frontier::<_, CapacityContainerBuilder<Vec<Update<K, V>>>, _, _, _, _>(
-                sealed,
-                Pipeline,
-                Pipeline,
-                &format!("Retire: {name}"),
-                move |capability, _info| {
-                    let mut held = Some(capability);
-                    let mut retirement = Retirement::default();
-                    let mut trace = None;
-                    move |(records, records_frontier), (sealed, _), output| {
-                        records.for_each(|time, data| output.session(&time).give_container(data));
-                        sealed.for_each(|_time, spans| {
-                            for span in spans.drain(..) {
-                                retirement.absorb(span, &expiry);
-                            }
-                        });
-                        if trace.is_none() {
-                            trace = slot.borrow_mut().take();
-                        }
-                        let Some(trace) = trace.as_mut() else { return };
-                        retirement.follow(trace);
-                        match (
-                            records_frontier.frontier().as_option().copied(),
-                            held.as_mut(),
-                        ) {
-                            (Some(now), Some(capability)) => {
-                                if capability.time() < &now {
-                                    capability.downgrade(&now);
-                                }
-                                if let Some(sealed) = retirement.due() {
-                                    let mut session = output.session(capability);
-                                    retirement.retire(trace, sealed, now, &expiry, |update| {
-                                        session.give(update)
-                                    });
-                                }
-                            }
-                            (None, _) => held = None,
-                            (Some(_), None) => {}
-                        }
-                        trace.set_logical_compaction(retirement.upper.borrow());
-                        trace.set_physical_compaction(retirement.upper.borrow());
+        let mut builder = OperatorBuilder::new(format!("Retire: {name}"), scope);
+        let mut records = builder.new_input(self.inner, Pipeline);
+        // No connection from the sealed batches to the output: the
+        // cancellations are given at the records' frontier, under a
+        // capability the operator holds. Connected, the arrangement's own
+        // pending times would hold back its input, one tick per round.
+        let mut sealed = builder.new_input_connection(sealed, Pipeline, []);
+        let (output, fed) = builder.new_output_connection([(0, Antichain::from_elem(0))]);
+        let mut output =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<Update<K, V>>>>::from(output);
+        builder.build(move |mut capabilities| {
+            let mut held = capabilities.pop();
+            let mut retirement = Retirement::default();
+            let mut trace = None;
+            move |frontiers| {
+                let mut output = output.activate();
+                records.for_each(|time, data| output.session(&time).give_container(data));
+                sealed.for_each(|_time, spans| {
+                    for span in spans.drain(..) {
+                        retirement.absorb(span, &expiry);
                     }
-                },
-            );
+                });
+                if trace.is_none() {
+                    trace = slot.borrow_mut().take();
+                }
+                let Some(trace) = trace.as_mut() else { return };
+                retirement.follow(trace);
+                match (frontiers[0].frontier().as_option().copied(), held.as_mut()) {
+                    (Some(now), Some(capability)) => {
+                        if capability.time() < &now {
+                            capability.downgrade(&now);
+                        }
+                        if let Some(sealed) = retirement.due() {
+                            let mut session = output.session(capability);
+                            retirement
+                                .retire(trace, sealed, now, &expiry, |update| session.give(update));
+                        }
+                    }
+                    (None, _) => held = None,
+                    (Some(_), None) => {}
+                }
+                trace.set_logical_compaction(retirement.upper.borrow());
+                trace.set_physical_compaction(retirement.upper.borrow());
+            }
+        });
         let arranged = fed.as_collection().arrange_by_key_named(name);
         *trace_slot.borrow_mut() = Some(arranged.trace.clone());
         arranged.stream.clone().connect_loop(loop_handle);
