@@ -27,6 +27,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::{ConnectLoop, Feedback};
+use timely::progress::frontier::AntichainRef;
 use timely::progress::{Antichain, Timestamp};
 use timely::PartialOrder;
 
@@ -262,6 +263,11 @@ where
                         if capability.time() < &now {
                             capability.downgrade(&now);
                         }
+                        // A record's multiplicity is all this reader needs,
+                        // not when its updates happened, so it lets the
+                        // trace merge the times of everything up to the
+                        // input frontier, not only of what it has seen.
+                        trace.set_logical_compaction(AntichainRef::new(&[now]));
                         if let Some(sealed) = retirement.due() {
                             let mut session = output.session(capability);
                             retirement
@@ -271,7 +277,6 @@ where
                     (None, _) => held = None,
                     (Some(_), None) => {}
                 }
-                trace.set_logical_compaction(retirement.upper.borrow());
                 trace.set_physical_compaction(retirement.upper.borrow());
             }
         });
