@@ -95,7 +95,7 @@ use differential_dataflow::Data;
 use serde::{Deserialize, Serialize};
 
 use crate::kinds::ByKind;
-use crate::retention::RetentionExt;
+use crate::retention::{RetentionExt, RetireArrangedExt, RetiringArrangement};
 
 mod config;
 mod context;
@@ -450,6 +450,34 @@ impl<'a, 'scope> Rules<'a, 'scope> {
                 let after = span.saturating_add(horizon);
                 collection.retire_after(&format!("{}: {what}", self.name), move |record| {
                     expiry(ts(record), after)
+                })
+            }
+        }
+    }
+
+    /// `collection` arranged by key as `<name>: <what>`; with a horizon,
+    /// each record is retired from the arrangement's own trace (see
+    /// [`RetireArrangedExt`]) once `span` ms of event time and the horizon
+    /// have passed. Only for records that nothing can match after that:
+    /// they are retired at or after it, not exactly then.
+    fn arrange_retiring<K, V>(
+        &self,
+        what: &str,
+        collection: VecCollection<'scope, Time, (K, V)>,
+        span: Millis,
+        ts: fn(&K, &V) -> Millis,
+    ) -> RetiringArrangement<'scope, K, V>
+    where
+        K: differential_dataflow::ExchangeData + differential_dataflow::Hashable,
+        V: differential_dataflow::ExchangeData,
+    {
+        let name = self.operator(what);
+        match self.config.horizon {
+            None => collection.arrange_by_key_named(&name),
+            Some(horizon) => {
+                let after = span.saturating_add(horizon);
+                collection.arrange_by_key_retiring_named(&name, move |key, value| {
+                    expiry(ts(key, value), after)
                 })
             }
         }

@@ -175,7 +175,7 @@ use adflow::pipeline::Time;
 use adflow::timestamp::{Millis, HOUR_MS};
 
 use crate::attribution::{Credit, Unattributed, CONVERSION_MICROS};
-use crate::retention::RetentionExt;
+use crate::retention::{RetentionExt, RetireArrangedExt};
 
 mod counters;
 mod row;
@@ -480,14 +480,36 @@ impl<'scope> CampaignMetricsExt<'scope> for VecCollection<'scope, Time, Event> {
         let horizon = config.horizon;
         let hour = Granularity::Hour;
 
-        let mut touches = self.flat_map(|event| Touch::of(&event));
+        let touches = self.flat_map(|event| Touch::of(&event));
+        let touches_by_id = format!("{name}: arrange touches by id");
         let mut invalid = invalid;
         let mut conversions = conversions;
+        // Impressions and clicks, all of them, with their full cost.
+        let (counted, touches) = match horizon {
+            // Retired from the arrangement's own trace, at or after their
+            // hour's expiry: what a touch changes from then on is in frozen
+            // rows, and most of the traffic is not also held as a
+            // cancellation. The counts follow the arrangement, so they see
+            // the retirement too.
+            Some(horizon) => {
+                let touches = touches
+                    .arrange_by_key_retiring_named(&touches_by_id, move |_, touch: &Touch| {
+                        expiry(hour, touch.key.bucket, horizon)
+                    });
+                let counted = touches
+                    .clone()
+                    .flat_map_ref(|_, touch| Some((touch.key, touch.counters())));
+                (counted, touches)
+            }
+            None => (
+                touches
+                    .clone()
+                    .map(|(_, touch)| (touch.key, touch.counters())),
+                touches.arrange_by_key_named(&touches_by_id),
+            ),
+        };
+        let counted = counted.explode(Some);
         if let Some(horizon) = horizon {
-            touches = touches.retire_after(
-                &format!("{name}: touches"),
-                move |(_, touch): &(EventId, Touch)| expiry(hour, touch.key.bucket, horizon),
-            );
             conversions = conversions.retire_after(
                 &format!("{name}: conversions"),
                 move |credit: &AttributedConversion| expiry(hour, hour.bucket(credit.ts), horizon),
@@ -501,11 +523,6 @@ impl<'scope> CampaignMetricsExt<'scope> for VecCollection<'scope, Time, Event> {
                 Time::try_from(lifetime.max(0)).unwrap_or(Time::MAX),
             );
         }
-
-        // Impressions and clicks, all of them, with their full cost.
-        let counted = touches
-            .clone()
-            .explode(|(_, touch)| Some((touch.key, touch.counters())));
 
         // The invalid ones, found by id whichever of touch and verdict
         // arrives last: move them to the invalid counts and out of the cost.
@@ -524,7 +541,6 @@ impl<'scope> CampaignMetricsExt<'scope> for VecCollection<'scope, Time, Event> {
                 },
             );
         let flagged = touches
-            .arrange_by_key_named(&format!("{name}: arrange touches by id"))
             .join_core(invalid_ids, |_id, touch: &Touch, _| {
                 Some((touch.key, touch.invalid_counters()))
             })

@@ -22,9 +22,11 @@ pub(super) fn flag<'scope>(rules: &Rules<'_, 'scope>) -> Vec<VecCollection<'scop
         return Vec::new();
     }
     let config = config.clone();
-    // Evidence and verdict are the event itself: retire it after the horizon.
-    let events = rules.retire("context", rules.events(), 0, |event| event.ts);
-    vec![events.flat_map(move |event| judge(&event, &config))]
+    // Evidence and verdict are the event itself: retire the verdicts after
+    // the horizon (the same as retiring the events they come from, without
+    // a cancellation of every event to judge again).
+    let verdicts = rules.events().flat_map(move |event| judge(&event, &config));
+    vec![rules.retire("context", verdicts, 0, |verdict| verdict.ts)]
 }
 
 /// The context verdicts on one event (usually none, so no allocation).

@@ -72,10 +72,23 @@ fn keyed<'scope, V: ExchangeData>(
     window: Millis,
     value: fn(&adflow::event::Event) -> V,
 ) -> VecCollection<'scope, Time, (Identity, Millis, V)> {
-    let keyed = rules.of_kind(kind).flat_map(move |event| {
+    rules.retire(
+        &format!("{rule} {kind}"),
+        identified(rules, kind, value),
+        window,
+        |(_, ts, _)| *ts,
+    )
+}
+
+/// `(identity, ts, value)` of the events of `kind` that have an identity.
+fn identified<'scope, V: ExchangeData>(
+    rules: &Rules<'_, 'scope>,
+    kind: EventKind,
+    value: fn(&adflow::event::Event) -> V,
+) -> VecCollection<'scope, Time, (Identity, Millis, V)> {
+    rules.of_kind(kind).flat_map(move |event| {
         Identity::of(&event).map(|identity| (identity, event.ts, value(&event)))
-    });
-    rules.retire(&format!("{rule} {kind}"), keyed, window, |(_, ts, _)| *ts)
+    })
 }
 
 /// Groups subjects and evidence by `(key, bucket)` and calls `judge` with
@@ -238,9 +251,17 @@ fn click_without_impression<'scope>(
     let bucket = window.max(1);
     let placed = |event: &adflow::event::Event| (event.event_id, event.ad_id);
     let clicks = keyed(rules, rule, EventKind::Click, window, placed);
-    let impressions = keyed(rules, rule, EventKind::Impression, window, placed)
-        .map(move |(identity, ts, (_, ad))| ((ts.div_euclid(bucket), identity, ad), ts))
-        .arrange_by_key_named(&rules.operator(&format!("{rule} impressions")));
+    // An impression past the window matches no click still held (those
+    // are retired a window after their own time), so it may be retired
+    // late, from the arrangement's trace: most of the traffic is then not
+    // also held as a cancellation.
+    let impressions = rules.arrange_retiring(
+        &format!("{rule} impressions"),
+        identified(rules, EventKind::Impression, placed)
+            .map(move |(identity, ts, (_, ad))| ((ts.div_euclid(bucket), identity, ad), ts)),
+        window,
+        |_, ts| *ts,
+    );
     let served = clicks
         .clone()
         .flat_map(move |(identity, ts, (event_id, ad))| {
