@@ -27,8 +27,8 @@
 //! own update time), `compacted` (as the pipeline's joins read it: the
 //! trace compacts to the input frontier, so absorbed clicks share one
 //! update, which differential stores once), and `retired` (a stream's:
-//! compacted, plus the horizon's `-1` at each click's own expiry, held
-//! until then).
+//! compacted, and retiring each click from the trace after its expiry;
+//! until 2026-11-24 each click's `-1` waited in the batcher until then).
 //!
 //! ```text
 //! ADFLOW_SCALE_EVENTS=none cargo bench --bench scale                # clicks only
@@ -92,8 +92,9 @@ enum Retention {
     /// As the pipeline's joins read it: the trace compacts to the input
     /// frontier, so absorbed clicks share one update time (the backfill).
     Compacted,
-    /// As a stream's: compacted, plus the retirement that the horizon adds
-    /// (each click's `-1` at its own expiry, held until then).
+    /// As a stream's: compacted, and retiring each click from the trace
+    /// once it has expired (none does here: the figure is what retiring
+    /// costs while the clicks are live).
     Retired,
 }
 

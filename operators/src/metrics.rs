@@ -69,9 +69,11 @@
 //! kept. With `Some(h)`, let the *expiry* of a row be the end of its bucket
 //! plus `h` (for an hour bucket `b`: `b + 1 h + h`). Then:
 //!
-//! - touches and conversions are retired (see [`crate::retention`]) at the
-//!   expiry of their hour; invalid ids (which carry no event time) at their
-//!   arrival time plus `1 h + 2h`;
+//! - conversions are retired (see [`crate::retention`]) at the expiry of
+//!   their hour, touches at or after it (from the trace of their
+//!   arrangement by id, which holds no cancellation per touch; a touch's
+//!   retraction past its hour's expiry only changes frozen rows); invalid
+//!   ids (which carry no event time) at their arrival time plus `1 h + 2h`;
 //!   the day (month) rollup's inputs at the day (month) expiry;
 //! - each output is frozen at its row's expiry: updates at or after it
 //!   (which can only be the retirements' retractions) are dropped.

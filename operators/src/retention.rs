@@ -8,6 +8,12 @@
 //! *frozen*: updates at or after a result's own expiry are dropped. Both are
 //! exact as long as no event can change a result after its expiry, which the
 //! pipeline's horizon guarantees (later events are dead-lettered `late`).
+//!
+//! Cancelling holds a copy of every record until its expiry. Where records
+//! are most of the traffic and live in one arrangement, and nothing can
+//! match them after their expiry, [`RetireArrangedExt`] retires them from
+//! the arrangement's own trace instead, at or after their expiry, and holds
+//! nothing per record.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
