@@ -256,7 +256,12 @@ pub struct Pipeline {
     timely: timely::Config,
     progress: Arc<Progress>,
     profile: bool,
+    read_ahead: usize,
 }
+
+/// Records a worker may read past the watermark the dataflow last caught up
+/// with, before it waits ([`Pipeline::read_ahead`]).
+pub const DEFAULT_READ_AHEAD: usize = 1 << 20;
 
 impl Pipeline {
     /// A pipeline over these files, with backfill time and one worker.
@@ -306,6 +311,7 @@ impl Pipeline {
             timely: timely::Config::thread(),
             progress,
             profile: false,
+            read_ahead: DEFAULT_READ_AHEAD,
         }
     }
 
@@ -333,6 +339,18 @@ impl Pipeline {
         self
     }
 
+    /// How many records a worker may read beyond the point where the
+    /// dataflow last caught up with its watermark before it waits for the
+    /// dataflow (default [`DEFAULT_READ_AHEAD`]). Read-ahead lets workers
+    /// whose units lie hours of event time apart all keep reading (the
+    /// frontier follows the worker furthest behind); it costs memory for
+    /// the records waiting at times the frontier has not reached, about
+    /// 200 bytes each per worker. 0 paces at every batch.
+    pub fn read_ahead(mut self, records: usize) -> Pipeline {
+        self.read_ahead = records;
+        self
+    }
+
     /// Counters to poll for a progress display while `run` executes.
     pub fn progress(&self) -> Arc<Progress> {
         Arc::clone(&self.progress)
@@ -352,6 +370,7 @@ impl Pipeline {
             timely,
             progress: _,
             profile,
+            read_ahead: max_read_ahead,
         } = self;
         let guards = timely::execute(timely, move |worker| {
             let recording = profile.then(|| WorkerProfile::install(worker));
@@ -364,9 +383,12 @@ impl Pipeline {
             let mut batch = Vec::with_capacity(READ_BATCH);
             let mut clock = EventClock::new(time);
             let mut paced_to: Time = 0;
+            let mut latest: Time = 0;
+            let mut read_ahead = 0usize;
             let mut source = sources(worker.index(), worker.peers(), &time);
             loop {
                 let more = source.read_batch(&mut batch, READ_BATCH);
+                read_ahead += batch.len();
                 for parsed in batch.drain(..) {
                     match parsed {
                         Ok(event) => match clock.admit(event.ts) {
@@ -400,10 +422,22 @@ impl Pipeline {
                     dead_in.advance_to(watermark);
                     events_in.flush();
                     dead_in.flush();
-                    // Pace to the previous watermark: one tick of slack
-                    // lets workers read ahead without unbounded queues.
+                    latest = watermark;
+                }
+                // Pacing: once the dataflow has caught up with the watermark
+                // this worker had, it may read `max_read_ahead` records past
+                // it before it waits. Workers read different units (row
+                // groups, files) that can be hours of event time apart,
+                // and the least of their watermarks holds the frontier: a
+                // worker ahead that waited at every tick would leave its
+                // core idle while the other reads its unit.
+                if !probe.less_than(&paced_to) {
+                    read_ahead = 0;
+                    paced_to = latest;
+                } else if read_ahead >= max_read_ahead {
                     worker.step_while(|| probe.less_than(&paced_to));
-                    paced_to = watermark;
+                    read_ahead = 0;
+                    paced_to = latest;
                 }
                 worker.step();
                 if !more {

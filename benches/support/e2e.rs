@@ -3,6 +3,9 @@
 //! 99% in memory and then the late 1%), gathering and checking answers, and
 //! a child process's peak memory.
 //!
+//! `ADFLOW_BENCH_PROFILE=1` prints the 30 operators that took the most time
+//! in each pipeline run from the files.
+//!
 //! Included by each bench with `#[path = "support/e2e.rs"] mod e2e;` (a file
 //! under a subdirectory is not a bench target of its own). Not every bench
 //! uses every item, hence the `dead_code` allowance.
@@ -224,8 +227,10 @@ where
     let answers: Arc<Mutex<Vec<Shared<R>>>> = Arc::default();
     let collect = Arc::clone(&answers);
     let started = Instant::now();
+    let profile = std::env::var_os("ADFLOW_BENCH_PROFILE").is_some();
     let summary = Pipeline::new(inputs.to_vec())
         .workers(workers)
+        .profile(profile)
         .run(move |_scope, streams| {
             let answer = Shared::default();
             collect
@@ -239,6 +244,17 @@ where
         "dataflow, {workers} workers: {} events in {elapsed:.2?}",
         summary.events.total()
     );
+    // The operators that took the most time (with ADFLOW_BENCH_PROFILE set).
+    for op in summary.operators.iter().take(30) {
+        println!(
+            "  {:>10.2?} {:>9}  {}{} {:?}",
+            op.elapsed,
+            op.schedulings,
+            "  ".repeat(op.depth().saturating_sub(2)),
+            op.name,
+            op.address
+        );
+    }
     let answers = std::mem::take(&mut *answers.lock().unwrap_or_else(|e| e.into_inner()));
     let answer = consolidate(answers.iter().flat_map(take));
     Ok((elapsed, answer))
