@@ -10,7 +10,7 @@ use adflow::pipeline::Time;
 use adflow_operators::attribution::{AttributionConfig, AttributionExt, Model};
 use adflow_operators::dedup::{DedupConfig, DedupExt};
 use adflow_operators::metrics::{
-    AttributedConversion, CampaignMetricsExt, Granularity, MetricsConfig,
+    AttributedConversion, CampaignMetricsExt, MetricsConfig,
 };
 use differential_dataflow::collection::{AsCollection, VecCollection};
 use timely::dataflow::operators::core::ToStream;
@@ -53,11 +53,16 @@ pub fn subset(events: VecCollection<'_, Time, Event>) -> VecCollection<'_, Time,
         .filter(|event| matches!(event.kind, EventKind::Impression | EventKind::Click));
     let conversions = unique.filter(|event| event.kind == EventKind::Conversion);
 
+    // No fraud rules, so no verdicts (and no touch held by id for one), and
+    // hourly rows only: what the engines compute too.
+    let hourly_only = MetricsConfig {
+        rollups: false,
+        ..MetricsConfig::default()
+    };
     let hourly = touches
         .clone()
-        .campaign_metrics(no_verdicts.clone(), no_credits, &MetricsConfig::default())
+        .campaign_metrics(None, no_credits, &hourly_only)
         .hourly
-        .filter(|row| row.granularity == Granularity::Hour)
         .map(|row| Row::Hour {
             bucket: row.bucket,
             campaign: row.campaign_id,

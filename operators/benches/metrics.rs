@@ -227,7 +227,7 @@ fn run_dataflow(plan: &Plan, config: MetricsConfig, collect: bool) -> BTreeMap<M
             let (events_in, events) = scope.new_collection::<Event, isize>();
             let (invalid_in, invalid) = scope.new_collection::<EventId, isize>();
             let (credits_in, credits) = scope.new_collection::<AttributedConversion, isize>();
-            let metrics = events.campaign_metrics(invalid, credits, &config);
+            let metrics = events.campaign_metrics(Some(invalid), credits, &config);
             let rows = metrics.hourly.concat(metrics.daily).concat(metrics.monthly);
             let rows = if collect {
                 rows.inspect(move |(row, _, diff)| {
@@ -301,8 +301,9 @@ fn bench_metrics(c: &mut Criterion) {
             "stream",
             stream,
             MetricsConfig {
-                horizon: stream.horizon,
-            },
+            horizon: stream.horizon,
+            ..MetricsConfig::default()
+        },
         ),
     ];
     let plans: Vec<(&str, Plan, MetricsConfig)> = variants

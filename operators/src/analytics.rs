@@ -121,6 +121,7 @@ impl<'scope> AnalyticsExt<'scope> for VecCollection<'scope, Time, Event> {
                 .metrics
                 .horizon
                 .map(|horizon| horizon.saturating_add(verdict_delay)),
+            ..config.metrics
         };
         if !attribution_config.models.contains(&Model::LastTouch) {
             attribution_config.models.push(Model::LastTouch);
@@ -140,7 +141,7 @@ impl<'scope> AnalyticsExt<'scope> for VecCollection<'scope, Time, Event> {
 
         let conversions = last_touch_conversions(kinds.conversions, &attribution);
         let metrics =
-            touch_events.campaign_metrics(fraud.invalid.clone(), conversions, &metrics_config);
+            touch_events.campaign_metrics(Some(fraud.invalid.clone()), conversions, &metrics_config);
         Analytics {
             unique,
             duplicates: deduplicated.duplicates,

@@ -132,8 +132,29 @@ fn build<'scope>(
         .clone()
         .filter(|event| event.kind == EventKind::Conversion)
         .join_function(|event| credit_updates(&event));
-    let metrics = events.campaign_metrics(invalid, conversions, &config);
+    let metrics = events.campaign_metrics(Some(invalid), conversions, &config);
     metrics.hourly.concat(metrics.daily).concat(metrics.monthly)
+}
+
+/// The metrics dataflow with credits but no verdicts at all (`None`: no
+/// touch is held by id) and, unless `config` asks for them, no rollups.
+fn build_without_verdicts<'scope>(
+    events: VecCollection<'scope, Time, Event>,
+    config: MetricsConfig,
+) -> VecCollection<'scope, Time, MetricsRow> {
+    let conversions = events
+        .clone()
+        .filter(|event| event.kind == EventKind::Conversion)
+        .join_function(|event| credit_updates(&event));
+    let metrics = events.campaign_metrics(None, conversions, &config);
+    metrics.hourly.concat(metrics.daily).concat(metrics.monthly)
+}
+
+/// The reference's hourly rows on the admitted events, with no verdicts.
+fn expected_hourly_without_verdicts(admitted: &[Event]) -> BTreeMap<MetricsRow, isize> {
+    let credits: Vec<AttributedConversion> = admitted.iter().flat_map(final_credits).collect();
+    let (hourly, _, _) = metrics(admitted, &BTreeSet::new(), &credits);
+    multiset(hourly)
 }
 
 /// The reference on the admitted events, with the same verdicts and credits.
@@ -200,9 +221,32 @@ proptest! {
         // unboundedly late) are left out, and event ids are unique.
         let mut feed = Feed { deletions: Vec::new(), ..feed };
         feed.time.horizon = Some(horizon);
-        let config = MetricsConfig { horizon: Some(horizon) };
+        let config = MetricsConfig {
+            horizon: Some(horizon),
+            ..MetricsConfig::default()
+        };
         let outcome = run(&feed, &unique_ids(events), move |events| build(events, config));
         prop_assert_eq!(outcome.output, expected(&outcome.admitted));
+    }
+
+    #[test]
+    fn without_verdicts_or_rollups_matches_reference(
+        (events, feed) in events_and_feed(120),
+        horizon in prop_oneof![Just(None), Just(Some(30 * MINUTE_MS)), Just(Some(DAY_MS))],
+    ) {
+        // As in `bounded_state_matches_reference`: a horizon's contract
+        // leaves out unboundedly late deletions and wants unique ids.
+        let (feed, events) = match horizon {
+            Some(_) => {
+                let mut feed = Feed { deletions: Vec::new(), ..feed };
+                feed.time.horizon = horizon;
+                (feed, unique_ids(events))
+            }
+            None => (feed, events),
+        };
+        let config = MetricsConfig { horizon, rollups: false };
+        let outcome = run(&feed, &events, move |events| build_without_verdicts(events, config));
+        prop_assert_eq!(outcome.output, expected_hourly_without_verdicts(&outcome.admitted));
     }
 
     #[test]
@@ -245,7 +289,7 @@ fn changelog(rounds: Vec<Round>, config: MetricsConfig) -> Vec<(Time, MetricsRow
             let (invalid_in, invalid) = scope.new_collection::<EventId, isize>();
             let (conversions_in, conversions) =
                 scope.new_collection::<AttributedConversion, isize>();
-            let metrics = events.campaign_metrics(invalid, conversions, &config);
+            let metrics = events.campaign_metrics(Some(invalid), conversions, &config);
             let sink = Arc::clone(&sink);
             metrics
                 .hourly
@@ -410,6 +454,7 @@ fn verdict_before_its_event_counts_the_event_invalid_at_once() {
         ],
         MetricsConfig {
             horizon: Some(HOUR_MS),
+            ..MetricsConfig::default()
         },
     );
     let key = MetricsKey {
@@ -519,6 +564,7 @@ fn credits_count_in_the_conversion_hour_and_move_with_the_credit() {
         ],
         MetricsConfig {
             horizon: Some(HOUR_MS),
+            ..MetricsConfig::default()
         },
     );
     let key_of = |campaign: Option<u64>| MetricsKey {
@@ -566,6 +612,7 @@ fn rows_freeze_once_their_horizon_has_passed() {
         ],
         MetricsConfig {
             horizon: Some(HOUR_MS),
+            ..MetricsConfig::default()
         },
     );
     let key = MetricsKey {
