@@ -3,8 +3,9 @@
 //! 99% in memory and then the late 1%), gathering and checking answers, and
 //! a child process's peak memory.
 //!
-//! `ADFLOW_BENCH_PROFILE=1` prints the 30 operators that took the most time
-//! in each pipeline run from the files.
+//! `ADFLOW_BENCH_PROFILE=1` ([`profiling`]) prints the 30 operators that
+//! took the most time in each pipeline run from the files, and a bench may
+//! pass it on to [`late_run`] for the operators of the late phase.
 //!
 //! Included by each bench with `#[path = "support/e2e.rs"] mod e2e;` (a file
 //! under a subdirectory is not a bench target of its own). Not every bench
@@ -227,7 +228,7 @@ where
     let answers: Arc<Mutex<Vec<Shared<R>>>> = Arc::default();
     let collect = Arc::clone(&answers);
     let started = Instant::now();
-    let profile = std::env::var_os("ADFLOW_BENCH_PROFILE").is_some();
+    let profile = profiling();
     let summary = Pipeline::new(inputs.to_vec())
         .workers(workers)
         .profile(profile)
@@ -258,6 +259,11 @@ where
     let answers = std::mem::take(&mut *answers.lock().unwrap_or_else(|e| e.into_inner()));
     let answer = consolidate(answers.iter().flat_map(take));
     Ok((elapsed, answer))
+}
+
+/// Whether `ADFLOW_BENCH_PROFILE` asks for operator profiles.
+pub fn profiling() -> bool {
+    std::env::var_os("ADFLOW_BENCH_PROFILE").is_some()
 }
 
 /// Whether event `index` is held back: a seeded hash, so the sample is the

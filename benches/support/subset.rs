@@ -9,9 +9,7 @@ use adflow::event::{Country, DeviceType, Event, EventId, EventKind, Id};
 use adflow::pipeline::Time;
 use adflow_operators::attribution::{AttributionConfig, AttributionExt, Model};
 use adflow_operators::dedup::{DedupConfig, DedupExt};
-use adflow_operators::metrics::{
-    AttributedConversion, CampaignMetricsExt, MetricsConfig,
-};
+use adflow_operators::metrics::{AttributedConversion, CampaignMetricsExt, MetricsConfig};
 use differential_dataflow::collection::{AsCollection, VecCollection};
 use timely::dataflow::operators::core::ToStream;
 

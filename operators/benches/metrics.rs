@@ -301,9 +301,9 @@ fn bench_metrics(c: &mut Criterion) {
             "stream",
             stream,
             MetricsConfig {
-            horizon: stream.horizon,
-            ..MetricsConfig::default()
-        },
+                horizon: stream.horizon,
+                ..MetricsConfig::default()
+            },
         ),
     ];
     let plans: Vec<(&str, Plan, MetricsConfig)> = variants

@@ -140,8 +140,11 @@ impl<'scope> AnalyticsExt<'scope> for VecCollection<'scope, Time, Event> {
         );
 
         let conversions = last_touch_conversions(kinds.conversions, &attribution);
-        let metrics =
-            touch_events.campaign_metrics(Some(fraud.invalid.clone()), conversions, &metrics_config);
+        let metrics = touch_events.campaign_metrics(
+            Some(fraud.invalid.clone()),
+            conversions,
+            &metrics_config,
+        );
         Analytics {
             unique,
             duplicates: deduplicated.duplicates,

@@ -602,7 +602,11 @@ impl<'scope> CampaignMetricsExt<'scope> for VecCollection<'scope, Time, Event> {
 
         if !config.rollups {
             let scope = hourly.scope();
-            let empty = || Vec::<(MetricsRow, Time, isize)>::new().to_stream(scope).as_collection();
+            let empty = || {
+                Vec::<(MetricsRow, Time, isize)>::new()
+                    .to_stream(scope)
+                    .as_collection()
+            };
             return CampaignMetrics {
                 hourly,
                 daily: empty(),
