@@ -344,8 +344,9 @@ impl Pipeline {
     /// dataflow (default [`DEFAULT_READ_AHEAD`]). Read-ahead lets workers
     /// whose units lie hours of event time apart all keep reading (the
     /// frontier follows the worker furthest behind); it costs memory for
-    /// the records waiting at times the frontier has not reached, about
-    /// 200 bytes each per worker. 0 paces at every batch.
+    /// the records waiting at times the frontier has not reached: up to
+    /// about twice `records` per worker, at roughly 200 bytes each. 0
+    /// paces at every batch.
     pub fn read_ahead(mut self, records: usize) -> Pipeline {
         self.read_ahead = records;
         self
