@@ -384,7 +384,6 @@ impl Pipeline {
             let mut batch = Vec::with_capacity(READ_BATCH);
             let mut clock = EventClock::new(time);
             let mut paced_to: Time = 0;
-            let mut latest: Time = 0;
             let mut read_ahead = 0usize;
             let mut source = sources(worker.index(), worker.peers(), &time);
             loop {
@@ -423,7 +422,6 @@ impl Pipeline {
                     dead_in.advance_to(watermark);
                     events_in.flush();
                     dead_in.flush();
-                    latest = watermark;
                 }
                 // Pacing: once the dataflow has caught up with the watermark
                 // this worker had, it may read `max_read_ahead` records past
@@ -434,11 +432,11 @@ impl Pipeline {
                 // core idle while the other reads its unit.
                 if !probe.less_than(&paced_to) {
                     read_ahead = 0;
-                    paced_to = latest;
+                    paced_to = clock.frontier();
                 } else if read_ahead >= max_read_ahead {
                     worker.step_while(|| probe.less_than(&paced_to));
                     read_ahead = 0;
-                    paced_to = latest;
+                    paced_to = clock.frontier();
                 }
                 worker.step();
                 if !more {

@@ -142,9 +142,10 @@ use adflow::pipeline::Time;
 use adflow::timestamp::{day_start, Millis, DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS};
 use differential_dataflow::collection::VecCollection;
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
-use differential_dataflow::trace::implementations::{KeyBuilder, KeySpine, ValBuilder, ValSpine};
+use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use serde::{Deserialize, Serialize};
 
+use crate::fraud::flagged_set;
 use crate::retention::{RetentionExt, RetireArrangedExt};
 
 mod first;
@@ -471,25 +472,7 @@ impl<'scope> AttributionExt<'scope> for VecCollection<'scope, Time, Event> {
         // some conversion's window rather than on all touches, which keeps
         // its state (and cost) to the pairs that matter; a late verdict
         // retracts the pair and the reduce below moves the credit.
-        let verdicts = invalid
-            .arrange_by_self_named(&format!("{name}: arrange verdicts"))
-            .reduce_abelian::<_, KeyBuilder<EventId, Time, isize>, KeySpine<EventId, Time, isize>, _, _>(
-                &format!("{name}: distinct verdicts"),
-                // A set: a repeated verdict must not subtract twice.
-                |_id, counts, output| {
-                    if counts[0].1 > 0 {
-                        output.push(((), 1));
-                    }
-                },
-                |buffer, id, updates| {
-                    buffer.clear();
-                    buffer.extend(
-                        updates
-                            .drain(..)
-                            .map(|(value, time, diff)| ((*id, value), time, diff)),
-                    );
-                },
-            );
+        let verdicts = flagged_set(invalid, &format!("{name}: verdicts"));
         let flagged = in_window
             .clone()
             .arrange_by_key_named(&format!("{name}: touches in window by event id"))

@@ -91,6 +91,8 @@ use adflow::pipeline::Time;
 use adflow::sinks::{Column, ColumnType, OutputRecord, Value};
 use adflow::timestamp::Millis;
 use differential_dataflow::collection::{concatenate, VecCollection};
+use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
+use differential_dataflow::trace::implementations::{KeyBuilder, KeySpine};
 use differential_dataflow::Data;
 use serde::{Deserialize, Serialize};
 
@@ -103,6 +105,36 @@ mod sequence;
 mod windows;
 
 pub use config::{CountRule, FraudConfig, FraudConfigError, IpNetwork, WindowRule};
+
+/// The arranged set of flagged event ids that [`flagged_set`] returns.
+pub(crate) type FlaggedSet<'scope> = Arranged<'scope, TraceAgent<KeySpine<EventId, Time, isize>>>;
+
+/// Flagged event ids as a set, arranged for joins: an id with a positive
+/// count is present once, so a repeated verdict never subtracts twice.
+/// Operators are named `{name}: arrange` and `{name}: set`.
+pub(crate) fn flagged_set<'scope>(
+    flagged: VecCollection<'scope, Time, EventId>,
+    name: &str,
+) -> FlaggedSet<'scope> {
+    flagged
+        .arrange_by_self_named(&format!("{name}: arrange"))
+        .reduce_abelian::<_, KeyBuilder<EventId, Time, isize>, KeySpine<EventId, Time, isize>, _, _>(
+            &format!("{name}: set"),
+            |_id, counts, output| {
+                if counts[0].1 > 0 {
+                    output.push(((), 1));
+                }
+            },
+            |buffer, id, updates| {
+                buffer.clear();
+                buffer.extend(
+                    updates
+                        .drain(..)
+                        .map(|(unit, time, diff)| ((*id, unit), time, diff)),
+                );
+            },
+        )
+}
 
 /// A fraud rule; its [`Rule::code`] is the stable reason code of its verdicts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -167,7 +167,6 @@
 use differential_dataflow::collection::{AsCollection, VecCollection};
 use differential_dataflow::difference::Abelian;
 use differential_dataflow::operators::CountTotal;
-use differential_dataflow::trace::implementations::{KeyBuilder, KeySpine};
 use differential_dataflow::Data;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline;
@@ -180,6 +179,7 @@ use adflow::pipeline::Time;
 use adflow::timestamp::{Millis, HOUR_MS};
 
 use crate::attribution::{Credit, Unattributed, CONVERSION_MICROS};
+use crate::fraud::flagged_set;
 use crate::retention::{RetentionExt, RetireArrangedExt};
 
 mod counters;
@@ -474,20 +474,7 @@ fn touch_deltas_with_verdicts<'scope>(
 
     // The invalid ones, found by id whichever of touch and verdict
     // arrives last: move them to the invalid counts and out of the cost.
-    let invalid_ids = invalid
-        .arrange_by_self_named(&format!("{name}: arrange invalid ids"))
-        .reduce_abelian::<_, KeyBuilder<EventId, Time, isize>, KeySpine<EventId, Time, isize>, _, _>(
-            &format!("{name}: invalid id set"),
-            |_id, input, output| {
-                if input[0].1 > 0 {
-                    output.push(((), 1));
-                }
-            },
-            |batch, id, updates| {
-                batch.clear();
-                batch.extend(updates.drain(..).map(|(unit, time, diff)| ((*id, unit), time, diff)));
-            },
-        );
+    let invalid_ids = flagged_set(invalid, &format!("{name}: invalid ids"));
     let flagged = touches
         .join_core(invalid_ids, |_id, touch: &Touch, _| {
             Some((touch.key, touch.invalid_counters()))

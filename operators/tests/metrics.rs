@@ -118,6 +118,16 @@ fn credit_updates(event: &Event) -> Vec<(AttributedConversion, Time, isize)> {
     updates
 }
 
+/// The credits of the conversions among `events`, as [`credit_updates`].
+fn credits<'scope>(
+    events: &VecCollection<'scope, Time, Event>,
+) -> VecCollection<'scope, Time, AttributedConversion> {
+    events
+        .clone()
+        .filter(|event| event.kind == EventKind::Conversion)
+        .join_function(|event| credit_updates(&event))
+}
+
 /// The metrics dataflow with verdicts and credits derived from `events`;
 /// all three granularities in one collection.
 fn build<'scope>(
@@ -128,10 +138,7 @@ fn build<'scope>(
         .clone()
         .filter(flagged)
         .join_function(|event| Some((event.event_id, verdict_time(&event), 1isize)));
-    let conversions = events
-        .clone()
-        .filter(|event| event.kind == EventKind::Conversion)
-        .join_function(|event| credit_updates(&event));
+    let conversions = credits(&events);
     let metrics = events.campaign_metrics(Some(invalid), conversions, &config);
     metrics.hourly.concat(metrics.daily).concat(metrics.monthly)
 }
@@ -142,10 +149,7 @@ fn build_without_verdicts<'scope>(
     events: VecCollection<'scope, Time, Event>,
     config: MetricsConfig,
 ) -> VecCollection<'scope, Time, MetricsRow> {
-    let conversions = events
-        .clone()
-        .filter(|event| event.kind == EventKind::Conversion)
-        .join_function(|event| credit_updates(&event));
+    let conversions = credits(&events);
     let metrics = events.campaign_metrics(None, conversions, &config);
     metrics.hourly.concat(metrics.daily).concat(metrics.monthly)
 }
