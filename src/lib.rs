@@ -10,6 +10,7 @@
 pub mod counts;
 pub mod dead_letter;
 pub mod event;
+pub mod hashing;
 pub mod kafka;
 pub mod money;
 pub mod parsing;

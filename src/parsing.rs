@@ -7,11 +7,11 @@
 //! reasons.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use crate::dead_letter::Reason;
 use crate::event::{AgentClass, Country, DeviceType, Event, EventId, EventKind, EventRecord, Id};
+use crate::hashing::PrehashedMap;
 use crate::money::{parse_micros, Micros, MoneyError};
 use crate::schema::FIELDS;
 use crate::timestamp::{parse_rfc3339, Millis, DAY_MS, MAX_EVENT_TIME, MIN_EVENT_TIME};
@@ -86,6 +86,10 @@ pub enum RawValue<'a> {
     Text(Cow<'a, str>),
     /// A JSON number literal, kept as text so money stays exact.
     Number(&'a str),
+    /// Text whose [`Id::of`] is known already: a value of an Arrow
+    /// dictionary column, hashed once per dictionary entry rather than once
+    /// per row. Never empty (an empty value is absent).
+    Hashed(&'a str, Id),
     /// Epoch milliseconds from a typed column.
     Millis(Millis),
     /// Micros from a typed decimal column.
@@ -103,7 +107,11 @@ pub struct RawFields<'a> {
 impl<'a> RawFields<'a> {
     /// Sets a field; empty text counts as absent.
     pub fn set(&mut self, field: Field, value: RawValue<'a>) {
-        let empty = matches!(&value, RawValue::Text(text) if text.is_empty());
+        let empty = match &value {
+            RawValue::Text(text) => text.is_empty(),
+            RawValue::Hashed(text, _) => text.is_empty(),
+            _ => false,
+        };
         self.values[field.index()] = if empty { None } else { Some(value) };
     }
 
@@ -176,7 +184,7 @@ pub struct EventValidator {
     /// Classes of recently seen user agents, by their `Id`: traffic has few
     /// distinct agents, and matching the bot patterns is the costliest step
     /// of validation (about a tenth of a whole backfill before this cache).
-    agents: HashMap<Id, AgentClass>,
+    agents: PrehashedMap<Id, AgentClass>,
 }
 
 /// User agents whose class a validator remembers before starting afresh.
@@ -195,7 +203,7 @@ impl EventValidator {
         EventValidator {
             reference,
             max_clock_skew,
-            agents: HashMap::new(),
+            agents: PrehashedMap::default(),
         }
     }
 
@@ -233,7 +241,7 @@ impl EventValidator {
             None => None,
         };
         let user_agent_text = optional_text(raw, Field::UserAgent)?;
-        let user_agent = user_agent_text.as_deref().and_then(Id::of);
+        let user_agent = optional_id(raw, Field::UserAgent)?;
         let agent = self.agent_class(user_agent, user_agent_text.as_deref().unwrap_or(""));
         let country = match optional_text(raw, Field::Country)? {
             Some(text) => Country::parse(text.trim())
@@ -327,6 +335,7 @@ impl EventValidator {
             None => return Err(Rejection::field(Reason::MissingField, Field::Ts)),
             Some(RawValue::Millis(ms)) => *ms,
             Some(RawValue::Text(text)) => parse_time_text(text.trim()).ok_or_else(bad)?,
+            Some(RawValue::Hashed(text, _)) => parse_time_text(text.trim()).ok_or_else(bad)?,
             Some(RawValue::Number(text)) => text.parse::<i64>().map_err(|_| bad())?,
             Some(RawValue::Micros(_)) | Some(RawValue::WrongType(_)) => {
                 return Err(Rejection::field(Reason::WrongType, Field::Ts))
@@ -366,6 +375,7 @@ fn optional_text<'r>(
     match raw.get(field) {
         None => Ok(None),
         Some(RawValue::Text(text)) => Ok(Some(Cow::Borrowed(text.as_ref()))),
+        Some(RawValue::Hashed(text, _)) => Ok(Some(Cow::Borrowed(*text))),
         // Numeric ids are common in trackers; keep their literal text.
         Some(RawValue::Number(text)) => Ok(Some(Cow::Borrowed(*text))),
         Some(RawValue::Millis(value)) | Some(RawValue::Micros(value)) => {
@@ -380,6 +390,9 @@ fn required_text<'r>(raw: &'r RawFields<'_>, field: Field) -> Result<Cow<'r, str
 }
 
 fn optional_id(raw: &RawFields<'_>, field: Field) -> Result<Option<Id>, Rejection> {
+    if let Some(RawValue::Hashed(_, id)) = raw.get(field) {
+        return Ok(Some(*id));
+    }
     Ok(optional_text(raw, field)?.and_then(|text| Id::of(&text)))
 }
 
@@ -389,7 +402,7 @@ fn money(raw: &RawFields<'_>, field: Field) -> Result<Micros, Rejection> {
         Some(RawValue::Micros(micros)) if *micros < 0 => Err(MoneyError::Negative),
         Some(RawValue::Micros(micros)) => Ok(*micros),
         Some(RawValue::Text(text)) => parse_micros(text),
-        Some(RawValue::Number(text)) => parse_micros(text),
+        Some(RawValue::Hashed(text, _)) | Some(RawValue::Number(text)) => parse_micros(text),
         Some(RawValue::Millis(_)) | Some(RawValue::WrongType(_)) => {
             return Err(Rejection::field(Reason::WrongType, field))
         }

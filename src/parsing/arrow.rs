@@ -3,17 +3,21 @@
 //! Columns are matched to fields by name and normalised once per batch
 //! (any integer or string type to text, any timestamp unit to epoch
 //! milliseconds, decimals kept exact), then each row is read without
-//! copying its strings. A column whose type cannot be read as its field
+//! copying its strings. Dictionary columns stay dictionaries: each entry is
+//! hashed once per batch, not once per row that holds it. A column whose type cannot be read as its field
 //! makes each row a `schema_mismatch` dead letter, never a panic.
 
 use std::borrow::Cow;
 
-use arrow::array::{Array, AsArray, Decimal128Array, Int64Array, RecordBatch, StringArray};
+use arrow::array::{
+    Array, AsArray, Decimal128Array, Int32Array, Int64Array, RecordBatch, StringArray,
+};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Int64Type, TimeUnit};
+use arrow::datatypes::{DataType, Int32Type, Int64Type, TimeUnit};
 
 use super::{Field, RawFields, RawValue, Rejection};
 use crate::dead_letter::{Reason, EXCERPT_BYTES};
+use crate::event::Id;
 use crate::money::Micros;
 use crate::schema::MAX_RECORD_BYTES;
 
@@ -21,8 +25,18 @@ use crate::schema::MAX_RECORD_BYTES;
 enum Column {
     Absent,
     Text(StringArray),
+    /// A dictionary column: each row's key into `values`, and each
+    /// value's [`Id::of`] (`None` for an empty or null value).
+    Dictionary {
+        keys: Int32Array,
+        values: StringArray,
+        ids: Vec<Option<Id>>,
+    },
     Millis(Int64Array),
-    Decimal { values: Decimal128Array, scale: i8 },
+    Decimal {
+        values: Decimal128Array,
+        scale: i8,
+    },
     Mismatch(String),
 }
 
@@ -69,6 +83,13 @@ impl BatchFields {
                     text_bytes += text.len();
                     RawValue::Text(Cow::Borrowed(text))
                 }),
+                Column::Dictionary { keys, values, ids } => {
+                    dictionary_entry(keys, ids, row).map(|(entry, id)| {
+                        let text = values.value(entry);
+                        text_bytes += text.len();
+                        RawValue::Hashed(text, id)
+                    })
+                }
                 Column::Millis(values) => {
                     (!values.is_null(row)).then(|| RawValue::Millis(values.value(row)))
                 }
@@ -99,6 +120,13 @@ impl BatchFields {
         for (field, column) in Field::ALL.iter().zip(&self.columns) {
             let value = match column {
                 Column::Text(values) if !values.is_null(row) => values.value(row).to_string(),
+                Column::Dictionary { keys, values, .. } if !keys.is_null(row) => {
+                    let entry = usize::try_from(keys.value(row)).unwrap_or(usize::MAX);
+                    if entry >= values.len() || values.is_null(entry) {
+                        continue;
+                    }
+                    values.value(entry).to_string()
+                }
                 Column::Millis(values) if !values.is_null(row) => values.value(row).to_string(),
                 Column::Decimal { values, scale } if !values.is_null(row) => {
                     format!("{}e-{scale}", values.value(row))
@@ -117,6 +145,43 @@ impl BatchFields {
     }
 }
 
+/// The entry of `row` in a dictionary column and its id; `None` if the row
+/// is null or its value empty or null.
+fn dictionary_entry(keys: &Int32Array, ids: &[Option<Id>], row: usize) -> Option<(usize, Id)> {
+    if keys.is_null(row) {
+        return None;
+    }
+    let entry = usize::try_from(keys.value(row)).ok()?;
+    Some((entry, (*ids.get(entry)?)?))
+}
+
+/// A dictionary of text as `Int32` keys into `Utf8` values, with every
+/// value hashed; `None` if `array` is no such dictionary or cannot be cast
+/// to one.
+fn prepare_dictionary(array: &dyn Array) -> Option<Column> {
+    let DataType::Dictionary(_, value_type) = array.data_type() else {
+        return None;
+    };
+    if !is_text(value_type) {
+        return None;
+    }
+    let normalised = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+    let array = cast(array, &normalised).ok()?;
+    let dictionary = array.as_dictionary_opt::<Int32Type>()?;
+    let values = dictionary.values().as_string_opt::<i32>()?.clone();
+    let ids = (0..values.len())
+        .map(|entry| match values.is_null(entry) {
+            true => None,
+            false => Id::of(values.value(entry)),
+        })
+        .collect();
+    Some(Column::Dictionary {
+        keys: dictionary.keys().clone(),
+        values,
+        ids,
+    })
+}
+
 fn prepare_column(field: Field, array: &dyn Array) -> Column {
     let mismatch = || {
         Column::Mismatch(format!(
@@ -132,7 +197,7 @@ fn prepare_column(field: Field, array: &dyn Array) -> Column {
     let data_type = array.data_type();
     match field {
         Field::Ts => match data_type {
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => as_text(),
+            data_type if is_text_like(data_type) => as_text(),
             DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 => {
                 let millis = cast(array, &DataType::Timestamp(TimeUnit::Millisecond, None))
                     .and_then(|ms| cast(&ms, &DataType::Int64));
@@ -152,11 +217,22 @@ fn prepare_column(field: Field, array: &dyn Array) -> Column {
                 values: array.as_primitive().clone(),
                 scale: *scale,
             },
-            data_type if data_type.is_numeric() || is_text(data_type) => as_text(),
+            data_type if data_type.is_numeric() || is_text_like(data_type) => as_text(),
             _ => mismatch(),
         },
-        _ if is_text(data_type) || data_type.is_integer() => as_text(),
-        _ => mismatch(),
+        _ => match prepare_dictionary(array) {
+            Some(column) => column,
+            None if is_text_like(data_type) || data_type.is_integer() => as_text(),
+            None => mismatch(),
+        },
+    }
+}
+
+/// Text, or a dictionary of text.
+fn is_text_like(data_type: &DataType) -> bool {
+    match data_type {
+        DataType::Dictionary(_, values) => is_text(values),
+        data_type => is_text(data_type),
     }
 }
 
@@ -184,7 +260,118 @@ fn decimal_to_micros(value: i128, scale: i8) -> Option<Micros> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, DictionaryArray, Int64Array};
+    use arrow::datatypes::{Field as ArrowField, Schema};
+
     use super::*;
+    use crate::parsing::EventValidator;
+
+    /// A batch of `columns` (name, values), each either plain `Utf8` or
+    /// a dictionary of it, plus a `ts` column.
+    fn batch(columns: &[(&str, Vec<Option<&str>>)], dictionary: bool) -> RecordBatch {
+        let rows = columns[0].1.len();
+        let mut fields = vec![ArrowField::new("ts", DataType::Int64, false)];
+        let mut arrays: Vec<ArrayRef> =
+            vec![Arc::new(Int64Array::from(vec![1_793_527_200_000; rows]))];
+        for (name, values) in columns {
+            let array: ArrayRef = match dictionary {
+                true => Arc::new(
+                    values
+                        .iter()
+                        .copied()
+                        .collect::<DictionaryArray<Int32Type>>(),
+                ),
+                false => Arc::new(StringArray::from(values.clone())),
+            };
+            fields.push(ArrowField::new(*name, array.data_type().clone(), true));
+            arrays.push(array);
+        }
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).expect("valid batch")
+    }
+
+    #[test]
+    fn dictionary_columns_read_as_their_text_does() {
+        let columns = [
+            (
+                "event_id",
+                vec![Some("e1"), Some("e2"), Some("e3"), Some("e4"), Some("e5")],
+            ),
+            (
+                "kind",
+                vec![
+                    Some("click"),
+                    Some("impression"),
+                    Some("click"),
+                    Some("click"),
+                    Some("teleport"),
+                ],
+            ),
+            (
+                "user_id",
+                vec![Some("u1"), Some(""), None, Some("u1"), Some("u2")],
+            ),
+            (
+                "device_id",
+                vec![Some("d1"), None, None, Some("d2"), Some("d2")],
+            ),
+            (
+                "campaign_id",
+                vec![Some("c1"), Some("c1"), Some("c2"), None, Some("c1")],
+            ),
+            (
+                "ad_id",
+                vec![Some("a1"), Some("a2"), Some("a2"), Some("a1"), Some("a1")],
+            ),
+            (
+                "user_agent",
+                vec![
+                    Some("curl/8.0"),
+                    Some("Mozilla/5.0"),
+                    Some(""),
+                    None,
+                    Some("curl/8.0"),
+                ],
+            ),
+            (
+                "country",
+                vec![Some("DE"), Some("XX!"), Some("FR"), Some("DE"), Some("DE")],
+            ),
+            (
+                "cost",
+                vec![
+                    Some("0.25"),
+                    Some("-1"),
+                    Some("0.1"),
+                    Some("0.1"),
+                    Some("0.1"),
+                ],
+            ),
+        ];
+        let read = |dictionary: bool| {
+            let fields = BatchFields::prepare(&batch(&columns, dictionary));
+            let mut validator = EventValidator::default();
+            (0..fields.num_rows())
+                .map(|row| {
+                    let raw = fields.row(row)?;
+                    validator.validate(&raw)
+                })
+                .collect::<Vec<_>>()
+        };
+        let plain = read(false);
+        assert!(plain[0].is_ok() && plain[1].is_err() && plain[4].is_err());
+        assert_eq!(read(true), plain);
+        let fields = BatchFields::prepare(&batch(&columns, true));
+        assert!(fields
+            .columns
+            .iter()
+            .any(|column| matches!(column, Column::Dictionary { .. })));
+        assert_eq!(
+            fields.row_excerpt(1),
+            BatchFields::prepare(&batch(&columns, false)).row_excerpt(1)
+        );
+    }
 
     #[test]
     fn decimals_rescale_exactly() {

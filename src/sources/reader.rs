@@ -9,8 +9,13 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::sync::Arc;
 
+use arrow::datatypes::{DataType, Field as ArrowField, Schema};
 use flate2::read::MultiGzDecoder;
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
+    ParquetRecordBatchReaderBuilder,
+};
+use parquet::file::metadata::ParquetMetaData;
 
 use super::files::{WorkPlan, WorkUnit};
 use super::Progress;
@@ -19,7 +24,7 @@ use crate::event::Event;
 use crate::parsing::arrow::BatchFields;
 use crate::parsing::csv::CsvHeader;
 use crate::parsing::json::parse_json_text;
-use crate::parsing::{EventValidator, Rejection};
+use crate::parsing::{EventValidator, Field, Rejection};
 use crate::schema::MAX_RECORD_BYTES;
 use crate::write::FileFormat;
 
@@ -357,8 +362,21 @@ fn open_parquet(
     bytes: u64,
 ) -> Result<State, String> {
     let file = File::open(path).map_err(|error| error.to_string())?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|error| error.to_string())?
+    let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())
+        .map_err(|error| error.to_string())?;
+    let groups: Vec<usize> = match row_group {
+        Some((group, _)) => vec![group],
+        None => (0..metadata.metadata().num_row_groups()).collect(),
+    };
+    let metadata = match dictionary_schema(metadata.metadata(), metadata.schema(), &groups) {
+        Some(schema) => ArrowReaderMetadata::try_new(
+            metadata.metadata().clone(),
+            ArrowReaderOptions::new().with_schema(schema),
+        )
+        .map_err(|error| error.to_string())?,
+        None => metadata,
+    };
+    let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata)
         .with_batch_size(PARQUET_BATCH_ROWS);
     let (builder, next_row) = match row_group {
         Some((group, first_row)) => (builder.with_row_groups(vec![group]), first_row),
@@ -370,6 +388,53 @@ fn open_parquet(
         next_row,
         bytes,
     })
+}
+
+/// `schema` with the text columns of our fields that are dictionary-encoded
+/// in every one of `groups` read as Arrow dictionaries, which keeps the
+/// decoder from copying each row's string out of the dictionary and lets
+/// parsing hash each distinct value once per batch; `None` if there is no
+/// such column. (A column chunk can fall back to plain pages when its
+/// dictionary grows too large; the decoder handles that either way.)
+fn dictionary_schema(
+    metadata: &ParquetMetaData,
+    schema: &Schema,
+    groups: &[usize],
+) -> Option<Arc<Schema>> {
+    let columns = metadata.file_metadata().schema_descr().columns();
+    let encoded = |name: &str| {
+        let Some(column) = columns
+            .iter()
+            .position(|column| column.path().parts() == [name])
+        else {
+            return false;
+        };
+        !groups.is_empty()
+            && groups.iter().all(|group| {
+                metadata
+                    .row_groups()
+                    .get(*group)
+                    .and_then(|group| group.columns().get(column))
+                    .is_some_and(|chunk| chunk.dictionary_page_offset().is_some())
+            })
+    };
+    let mut hinted = false;
+    let fields: Vec<ArrowField> = schema
+        .fields()
+        .iter()
+        .map(|field| {
+            let ours = Field::from_name(field.name()).is_some();
+            if ours && *field.data_type() == DataType::Utf8 && encoded(field.name()) {
+                hinted = true;
+                let dictionary =
+                    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+                field.as_ref().clone().with_data_type(dictionary)
+            } else {
+                field.as_ref().clone()
+            }
+        })
+        .collect();
+    hinted.then(|| Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())))
 }
 
 /// Counts bytes read from disk into the shared progress.

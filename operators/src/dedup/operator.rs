@@ -4,10 +4,11 @@
 //! need this operator rather than a `reduce` with retirement.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::Hash;
 
 use adflow::event::Event;
+use adflow::hashing::PrehashedMap;
 use adflow::pipeline::Time;
 use adflow::timestamp::Millis;
 use differential_dataflow::collection::{AsCollection, VecCollection};
@@ -141,63 +142,18 @@ where
     }
 }
 
-/// FxHash: the keys are hashes already (event ids are xxh3-128, ids are
-/// hashed), so a multiply per word spreads them well enough, for a fraction
-/// of SipHash's cost. Fixed, so the table behaves the same on every run.
-#[derive(Default)]
-struct KeyHasher(u64);
-
-impl KeyHasher {
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-}
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(word));
-        }
-    }
-
-    fn write_u8(&mut self, n: u8) {
-        self.add(u64::from(n));
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.add(u64::from(n));
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.add(n);
-    }
-
-    fn write_u128(&mut self, n: u128) {
-        let [low, high] = [n, n >> 64].map(|half| u64::try_from(half & u128::from(u64::MAX)));
-        self.add(low.unwrap_or_default());
-        self.add(high.unwrap_or_default());
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.add(u64::try_from(n).unwrap_or(u64::MAX));
-    }
-}
-
 /// A key's copies. Nearly every key has one, kept inline rather than in a
 /// vector of its own: one allocation less per key, and one pointer less to
 /// chase.
+#[derive(Clone)]
 enum Copies {
     One([(Event, isize); 1]),
     Many(Vec<(Event, isize)>),
 }
 
 impl Copies {
+    const NONE: Copies = Copies::Many(Vec::new());
+
     fn new(copies: &[(Event, isize)]) -> Copies {
         match copies {
             [copy] => Copies::One([*copy]),
@@ -211,15 +167,54 @@ impl Copies {
             Copies::Many(copies) => copies,
         }
     }
+
+    /// Adds `diff` copies of `event`, keeping the copies sorted and
+    /// dropping a count that reaches zero.
+    fn add(&mut self, event: Event, diff: isize) {
+        let mut copies = match std::mem::replace(self, Copies::NONE) {
+            Copies::One([copy]) => vec![copy],
+            Copies::Many(copies) => copies,
+        };
+        match copies.binary_search_by(|(copy, _)| copy.cmp(&event)) {
+            Ok(at) => {
+                copies[at].1 += diff;
+                if copies[at].1 == 0 {
+                    copies.remove(at);
+                }
+            }
+            Err(at) => copies.insert(at, (event, diff)),
+        }
+        *self = match copies.as_slice() {
+            [copy] => Copies::One([*copy]),
+            _ => Copies::Many(copies),
+        };
+    }
+}
+
+/// A key's copies, and the last time [`Chains::apply`] touched them.
+struct Slot {
+    copies: Copies,
+    /// The [`Chains::generation`] of that time.
+    touched: u64,
+}
+
+/// A key changed by the time being applied, and its copies before.
+struct Touched<K> {
+    key: K,
+    slot: usize,
+    /// `None` for a key that was new at this time.
+    before: Option<Copies>,
 }
 
 /// One worker's share of the keys: each key's copies with their counts,
 /// sorted by `Event` (so by `ts` first), zero counts removed.
 ///
-/// Keys are looked up once per update, in no particular order: a hash
-/// table finds them with one or two cache misses where a B-tree over
-/// millions of keys takes a dozen. Its order is never observed: updates are
-/// applied in key order and expiry has its own ordered set.
+/// Keys are looked up once per update, in arrival order: a hash table finds
+/// them with one or two cache misses where a B-tree over millions of keys
+/// takes a dozen, and reading the updates in the order they came reads
+/// memory in order, where grouping them by key first would not. Its order
+/// is never observed: decisions are emitted per key after all of a time's
+/// updates are in, and expiry has its own ordered set.
 struct Chains<K> {
     window: Millis,
     /// `window + horizon`: how long after its anchor a group is remembered.
@@ -227,10 +222,10 @@ struct Chains<K> {
     reason: DuplicateReason,
     key: fn(&Event) -> K,
     /// Each key's slot in `slots`.
-    slot_of: HashMap<K, usize, BuildHasherDefault<KeyHasher>>,
+    slot_of: PrehashedMap<K, usize>,
     /// The copies of the keys, one slot per key; a key's copies stay put
     /// while the table of keys grows.
-    slots: Vec<Copies>,
+    slots: Vec<Slot>,
     /// Slots of forgotten keys, for reuse.
     free: Vec<usize>,
     /// Copies held in `slots`, for the gauge.
@@ -238,10 +233,11 @@ struct Chains<K> {
     /// `(expiry of the key's first group, key)`. Entries may be stale (the
     /// key changed since); they are checked when they come due.
     expiries: BTreeSet<(Millis, K)>,
+    /// Counts the times applied, so that a slot knows whether the time
+    /// being applied has touched it already.
+    generation: u64,
     /// Scratch space reused across times.
-    order: Vec<(K, usize)>,
-    incoming: Vec<(Event, isize)>,
-    merged: Vec<(Event, isize)>,
+    touched: Vec<Touched<K>>,
     changes: Vec<(Verdict, isize)>,
 }
 
@@ -255,14 +251,13 @@ impl<K: Ord + Hash + Clone> Chains<K> {
                 .map(|horizon| window.saturating_add(horizon.max(0))),
             reason,
             key,
-            slot_of: HashMap::default(),
+            slot_of: PrehashedMap::default(),
             slots: Vec::new(),
             free: Vec::new(),
             copy_count: 0,
             expiries: BTreeSet::new(),
-            order: Vec::new(),
-            incoming: Vec::new(),
-            merged: Vec::new(),
+            generation: 0,
+            touched: Vec::new(),
             changes: Vec::new(),
         }
     }
@@ -275,88 +270,96 @@ impl<K: Ord + Hash + Clone> Chains<K> {
     /// Applies the updates of one time and reports the changes of the
     /// decisions of the keys they touch.
     fn apply(&mut self, updates: Vec<(Event, isize)>, mut emit: impl FnMut(Verdict, isize)) {
-        // Group the updates by key by sorting small (key, index) pairs,
-        // not the events themselves.
-        let mut order = std::mem::take(&mut self.order);
-        order.clear();
-        order.extend(
-            updates
-                .iter()
-                .enumerate()
-                .map(|(index, (event, _))| ((self.key)(event), index)),
-        );
-        order.sort_unstable();
-        let mut rest = order.as_slice();
-        while let Some((key, _)) = rest.first() {
-            let run = rest.iter().take_while(|(k, _)| k == key).count();
-            let (group, tail) = rest.split_at(run);
-            rest = tail;
-            self.incoming.clear();
-            self.incoming
-                .extend(group.iter().map(|(_, index)| updates[*index]));
-            if run > 1 {
-                consolidate(&mut self.incoming);
-            } else {
-                self.incoming.retain(|(_, diff)| *diff != 0);
+        self.generation += 1;
+        let mut touched = std::mem::take(&mut self.touched);
+        for (event, diff) in updates {
+            if diff == 0 {
+                continue;
             }
-            if !self.incoming.is_empty() {
-                self.apply_key(key, &mut emit);
+            let key = (self.key)(&event);
+            match self.slot_of.entry(key) {
+                Entry::Vacant(vacant) => {
+                    let slot = Slot {
+                        copies: Copies::One([(event, diff)]),
+                        touched: self.generation,
+                    };
+                    let index = match self.free.pop() {
+                        Some(index) => {
+                            self.slots[index] = slot;
+                            index
+                        }
+                        None => {
+                            self.slots.push(slot);
+                            self.slots.len() - 1
+                        }
+                    };
+                    touched.push(Touched {
+                        key: vacant.key().clone(),
+                        slot: index,
+                        before: None,
+                    });
+                    vacant.insert(index);
+                }
+                Entry::Occupied(occupied) => {
+                    let index = *occupied.get();
+                    let slot = &mut self.slots[index];
+                    if slot.touched != self.generation {
+                        slot.touched = self.generation;
+                        touched.push(Touched {
+                            key: occupied.key().clone(),
+                            slot: index,
+                            before: Some(slot.copies.clone()),
+                        });
+                    }
+                    slot.copies.add(event, diff);
+                }
             }
         }
-        self.order = order;
+        for Touched { key, slot, before } in touched.drain(..) {
+            self.settle(key, slot, before, &mut emit);
+        }
+        self.touched = touched;
     }
 
-    /// Applies `self.incoming`, sorted and consolidated, to `key`.
-    fn apply_key(&mut self, key: &K, emit: &mut impl FnMut(Verdict, isize)) {
+    /// Reports the changes of the decisions of `key`, whose copies were
+    /// `before` and are now in `slot`, and forgets the key if none is left.
+    fn settle(
+        &mut self,
+        key: K,
+        slot: usize,
+        before: Option<Copies>,
+        emit: &mut impl FnMut(Verdict, isize),
+    ) {
+        let after = self.slots[slot].copies.as_slice();
         self.changes.clear();
-        let first = match self.slot_of.entry(key.clone()) {
-            Entry::Vacant(vacant) => {
-                // A new key: its updates are its copies.
-                let copies = self.incoming.as_slice();
-                verdicts(copies, self.window, self.reason, &mut self.changes);
-                self.copy_count += copies.len();
-                let slot = match self.free.pop() {
-                    Some(slot) => {
-                        self.slots[slot] = Copies::new(copies);
-                        slot
-                    }
-                    None => {
-                        self.slots.push(Copies::new(copies));
-                        self.slots.len() - 1
-                    }
-                };
-                vacant.insert(slot);
-                first_expiring(copies)
+        if let Some(before) = &before {
+            verdicts(
+                before.as_slice(),
+                self.window,
+                self.reason,
+                &mut self.changes,
+            );
+            for (_, count) in self.changes.iter_mut() {
+                *count = -*count;
             }
-            Entry::Occupied(occupied) => {
-                let slot = *occupied.get();
-                let copies = self.slots[slot].as_slice();
-                verdicts(copies, self.window, self.reason, &mut self.changes);
-                for (_, count) in self.changes.iter_mut() {
-                    *count = -*count;
-                }
-                merge(copies, &self.incoming, &mut self.merged);
-                self.copy_count -= copies.len();
-                self.copy_count += self.merged.len();
-                verdicts(&self.merged, self.window, self.reason, &mut self.changes);
-                consolidate(&mut self.changes);
-                let first = first_expiring(&self.merged);
-                if self.merged.is_empty() {
-                    occupied.remove();
-                    self.slots[slot] = Copies::Many(Vec::new());
-                    self.free.push(slot);
-                } else {
-                    self.slots[slot] = Copies::new(&self.merged);
-                }
-                first
-            }
-        };
+            self.copy_count -= before.as_slice().len();
+        }
+        verdicts(after, self.window, self.reason, &mut self.changes);
+        if before.is_some() {
+            consolidate(&mut self.changes);
+        }
+        self.copy_count += after.len();
+        let first = first_expiring(after);
+        if after.is_empty() {
+            self.slot_of.remove(&key);
+            self.slots[slot].copies = Copies::NONE;
+            self.free.push(slot);
+        }
         for (verdict, diff) in self.changes.drain(..) {
             emit(verdict, diff);
         }
         if let (Some(retention), Some(ts)) = (self.retention, first) {
-            self.expiries
-                .insert((ts.saturating_add(retention), key.clone()));
+            self.expiries.insert((ts.saturating_add(retention), key));
         }
     }
 
@@ -366,7 +369,7 @@ impl<K: Ord + Hash + Clone> Chains<K> {
     fn forget(&mut self, bound: Option<Time>) {
         let Some(bound) = bound else {
             if !self.slots.is_empty() || !self.expiries.is_empty() {
-                self.slot_of = HashMap::default();
+                self.slot_of = PrehashedMap::default();
                 self.slots = Vec::new();
                 self.free = Vec::new();
                 self.expiries.clear();
@@ -388,7 +391,7 @@ impl<K: Ord + Hash + Clone> Chains<K> {
             let Some(&slot) = self.slot_of.get(&key) else {
                 continue;
             };
-            let copies = self.slots[slot].as_slice();
+            let copies = self.slots[slot].copies.as_slice();
             // The first anchor still live; groups before it have expired.
             let live = anchors(copies, self.window)
                 .find(|anchor| anchor.ts.saturating_add(retention) > frontier);
@@ -401,13 +404,13 @@ impl<K: Ord + Hash + Clone> Chains<K> {
                         .copied()
                         .collect();
                     self.copy_count += kept.len();
-                    self.slots[slot] = Copies::new(&kept);
+                    self.slots[slot].copies = Copies::new(&kept);
                     self.expiries
                         .insert((anchor.ts.saturating_add(retention), key));
                 }
                 None => {
                     self.slot_of.remove(&key);
-                    self.slots[slot] = Copies::Many(Vec::new());
+                    self.slots[slot].copies = Copies::NONE;
                     self.free.push(slot);
                 }
             }
@@ -425,36 +428,6 @@ fn first_expiring(copies: &[(Event, isize)]) -> Option<Millis> {
         .find(|(_, count)| *count > 0)
         .or_else(|| copies.last())
         .map(|(event, _)| event.ts)
-}
-
-/// Writes sorted `copies` plus sorted, consolidated `updates` to `out`,
-/// sorted, dropping zeros.
-fn merge(copies: &[(Event, isize)], updates: &[(Event, isize)], out: &mut Vec<(Event, isize)>) {
-    out.clear();
-    let (mut copies, mut updates) = (copies.iter().peekable(), updates.iter().peekable());
-    loop {
-        let next = match (copies.peek(), updates.peek()) {
-            (Some(copy), Some(update)) => match copy.0.cmp(&update.0) {
-                std::cmp::Ordering::Less => copies.next().copied(),
-                std::cmp::Ordering::Greater => updates.next().copied(),
-                std::cmp::Ordering::Equal => {
-                    let count = copy.1 + update.1;
-                    let event = copy.0;
-                    copies.next();
-                    updates.next();
-                    Some((event, count))
-                }
-            },
-            (Some(_), None) => copies.next().copied(),
-            (None, Some(_)) => updates.next().copied(),
-            (None, None) => break,
-        };
-        if let Some((event, count)) = next {
-            if count != 0 {
-                out.push((event, count));
-            }
-        }
-    }
 }
 
 /// The anchors of a key's chain, in order. Copies with a count of zero or
