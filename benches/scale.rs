@@ -8,13 +8,20 @@
 //! cargo bench --bench scale                                         # 1M, 10M, 100M events
 //! ADFLOW_SCALE_EVENTS=1000000,10000000 cargo bench --bench scale
 //! ADFLOW_SCALE_MAX_RSS_GB=12 ADFLOW_SCALE_CLICKS=1000000,4000000 cargo bench --bench scale
+//! ADFLOW_SCALE_HORIZON_HOURS=none cargo bench --bench scale        # backfill series only
 //! ```
 //!
 //! Sizes: adgen's default traffic (a week, seed 7), cached as for
-//! `backfill`. A size whose peak memory, extrapolated linearly from the
-//! previous size, would exceed `ADFLOW_SCALE_MAX_RSS_GB` (default 12) is
-//! skipped and reported as such, so the bench never pushes a shared
-//! machine into swap or the OOM killer.
+//! `backfill`. Two series: a **backfill** (no horizon: every event's state
+//! is kept until the input ends, so memory grows with the input), and a
+//! **bounded** run of the same files with a horizon of
+//! `ADFLOW_SCALE_HORIZON_HOURS` (default 1): the pipeline dead-letters
+//! events older than its watermark minus the horizon, and every family
+//! retires state older than its window plus the horizon, so memory follows
+//! the windows, not the input. A size whose peak memory, extrapolated
+//! linearly from the series' previous size, would exceed
+//! `ADFLOW_SCALE_MAX_RSS_GB` (default 12) is skipped and reported as such,
+//! so the bench never pushes a shared machine into swap or the OOM killer.
 //!
 //! Memory per retained click: a child builds N synthetic clicks (distinct
 //! event ids, 50K users, 1000 ads, spread over 29 days so none leaves the
@@ -38,9 +45,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use adflow::event::{AgentClass, Country, DeviceType, Event, EventId, EventKind, Id};
-use adflow::pipeline::Time;
+use adflow::pipeline::{Time, TimeConfig};
 use adflow::sources::discover;
-use adflow::timestamp::DAY_MS;
+use adflow::timestamp::{Millis, DAY_MS, HOUR_MS};
 use adflow_operators::attribution::{AttributionConfig, AttributionExt, Model};
 use differential_dataflow::input::Input;
 use differential_dataflow::trace::TraceReader;
@@ -53,8 +60,8 @@ mod e2e;
 #[path = "support/subset.rs"]
 mod subset;
 
-use e2e::{dataset, env_list, env_or, pipeline_run, record};
-use subset::subset;
+use e2e::{dataset, env_list, env_or, pipeline_run_timed, record};
+use subset::subset_with_horizon;
 
 /// Workers of the pipeline runs.
 const WORKERS: usize = 2;
@@ -71,11 +78,18 @@ fn memory(field: &str) -> u64 {
         * 1024
 }
 
-/// Child: the subset pipeline over `events` rows; prints its figures.
-fn pipeline_child(events: u64) -> anyhow::Result<()> {
+/// Child: the subset pipeline over `events` rows, with `horizon` or as a
+/// backfill; prints its figures.
+fn pipeline_child(events: u64, horizon: Option<Millis>) -> anyhow::Result<()> {
     let dir = dataset(events)?;
     let inputs = discover(&[dir.to_string_lossy()])?;
-    let (elapsed, answer) = pipeline_run(&inputs, WORKERS, subset)?;
+    let time = TimeConfig {
+        horizon,
+        ..TimeConfig::backfill()
+    };
+    let (elapsed, answer) = pipeline_run_timed(&inputs, WORKERS, time, move |events| {
+        subset_with_horizon(events, horizon)
+    })?;
     println!("elapsed_seconds={}", elapsed.as_secs_f64());
     println!("rows={}", answer.len());
     println!("peak_rss_bytes={}", memory("VmHWM:"));
@@ -228,8 +242,12 @@ fn value(lines: &[(String, f64)], key: &str) -> anyhow::Result<f64> {
 }
 
 fn main() -> anyhow::Result<()> {
-    if let Ok(events) = std::env::var("ADFLOW_SCALE_CHILD") {
-        return pipeline_child(events.parse()?);
+    if let Ok(spec) = std::env::var("ADFLOW_SCALE_CHILD") {
+        let (events, horizon) = match spec.split_once(':') {
+            Some((events, horizon)) => (events, Some(horizon.parse()?)),
+            None => (spec.as_str(), None),
+        };
+        return pipeline_child(events.parse()?, horizon);
     }
     if let Ok(spec) = std::env::var("ADFLOW_SCALE_CLICKS_CHILD") {
         let (clicks, retention) = spec
@@ -241,43 +259,61 @@ fn main() -> anyhow::Result<()> {
 
     let mut table = Vec::new();
     let mut figures = Vec::new();
-    let mut previous: Option<(u64, f64)> = None;
-    for events in env_list::<u64>("ADFLOW_SCALE_EVENTS", "1000000,10000000,100000000") {
-        if let Some((size, rss)) = previous {
-            let estimate = rss * events as f64 / size as f64;
-            if estimate > max_rss {
-                println!(
-                    "skipped {events} events: ~{:.1} GB peak expected (linear from {size}), above {:.1} GB",
-                    estimate / 1e9,
-                    max_rss / 1e9
-                );
-                table.push(format!(
-                    "| {events} | skipped: ~{:.0} GB expected | | |",
-                    estimate / 1e9
-                ));
-                continue;
+    let horizon_hours: Option<u64> = match std::env::var("ADFLOW_SCALE_HORIZON_HOURS") {
+        Ok(hours) if hours == "none" => None,
+        Ok(hours) => Some(hours.parse()?),
+        Err(_) => Some(1),
+    };
+    let series = std::iter::once(None).chain(
+        horizon_hours.map(|hours| Some(Millis::try_from(hours).unwrap_or(1) * HOUR_MS)),
+    );
+    for horizon in series {
+        let name = match horizon {
+            None => "backfill".to_owned(),
+            Some(horizon) => format!("horizon {} h", horizon / HOUR_MS),
+        };
+        let mut previous: Option<(u64, f64)> = None;
+        for events in env_list::<u64>("ADFLOW_SCALE_EVENTS", "1000000,10000000,100000000") {
+            if let Some((size, rss)) = previous {
+                let estimate = rss * events as f64 / size as f64;
+                if estimate > max_rss {
+                    println!(
+                        "skipped {events} events, {name}: ~{:.1} GB peak expected (linear from {size}), above {:.1} GB",
+                        estimate / 1e9,
+                        max_rss / 1e9
+                    );
+                    table.push(format!(
+                        "| {events} | {name} | skipped: ~{:.0} GB expected | | |",
+                        estimate / 1e9
+                    ));
+                    continue;
+                }
             }
+            // Generate the dataset here, so that the child's time and memory are the run's.
+            dataset(events)?;
+            let spec = match horizon {
+                None => events.to_string(),
+                Some(horizon) => format!("{events}:{horizon}"),
+            };
+            let lines = child("ADFLOW_SCALE_CHILD", &spec)?;
+            let elapsed = Duration::from_secs_f64(value(&lines, "elapsed_seconds")?);
+            let rss = value(&lines, "peak_rss_bytes")?;
+            table.push(format!(
+                "| {events} | {name} | {elapsed:.2?} | {:.3} M | {:.2} GB ({:.0} B/event) |",
+                events as f64 / elapsed.as_secs_f64() / 1e6,
+                rss / 1e9,
+                rss / events as f64
+            ));
+            figures.push((
+                format!(
+                    "{}M events, {name} | {:.2} M ev/s",
+                    events as f64 / 1e6,
+                    events as f64 / elapsed.as_secs_f64() / 1e6
+                ),
+                rss / 1e9,
+            ));
+            previous = Some((events, rss));
         }
-        // Generate the dataset here, so that the child's time and memory are the run's.
-        dataset(events)?;
-        let lines = child("ADFLOW_SCALE_CHILD", &events.to_string())?;
-        let elapsed = Duration::from_secs_f64(value(&lines, "elapsed_seconds")?);
-        let rss = value(&lines, "peak_rss_bytes")?;
-        table.push(format!(
-            "| {events} | {elapsed:.2?} | {:.3} M | {:.2} GB ({:.0} B/event) |",
-            events as f64 / elapsed.as_secs_f64() / 1e6,
-            rss / 1e9,
-            rss / events as f64
-        ));
-        figures.push((
-            format!(
-                "{}M events | {:.2} M ev/s",
-                events as f64 / 1e6,
-                events as f64 / elapsed.as_secs_f64() / 1e6
-            ),
-            rss / 1e9,
-        ));
-        previous = Some((events, rss));
     }
 
     let mut per_click = Vec::new();
@@ -303,8 +339,8 @@ fn main() -> anyhow::Result<()> {
     }
 
     println!();
-    println!("| events | wall time, {WORKERS} workers | events/s | peak RSS |");
-    println!("|---|---|---|---|");
+    println!("| events | series | wall time, {WORKERS} workers | events/s | peak RSS |");
+    println!("|---|---|---|---|---|");
     for row in &table {
         println!("{row}");
     }

@@ -225,12 +225,31 @@ where
         + Sync
         + 'static,
 {
+    pipeline_run_timed(inputs, workers, TimeConfig::backfill(), build)
+}
+
+/// [`pipeline_run`] with the pipeline's clock set by `time` (a horizon, for
+/// instance); prints how many events arrived too late for it.
+pub fn pipeline_run_timed<R, F>(
+    inputs: &[InputFile],
+    workers: usize,
+    time: TimeConfig,
+    build: F,
+) -> anyhow::Result<(Duration, Answer<R>)>
+where
+    R: Data + Ord + Hash + Send,
+    F: for<'s> Fn(VecCollection<'s, Time, Event>) -> VecCollection<'s, Time, R>
+        + Send
+        + Sync
+        + 'static,
+{
     let answers: Arc<Mutex<Vec<Shared<R>>>> = Arc::default();
     let collect = Arc::clone(&answers);
     let started = Instant::now();
     let profile = profiling();
     let summary = Pipeline::new(inputs.to_vec())
         .workers(workers)
+        .time(time)
         .profile(profile)
         .run(move |_scope, streams| {
             let answer = Shared::default();
@@ -245,6 +264,13 @@ where
         "dataflow, {workers} workers: {} events in {elapsed:.2?}",
         summary.events.total()
     );
+    if summary.dead_letters.total() > 0 {
+        println!(
+            "dead letters: {} ({} late)",
+            summary.dead_letters.total(),
+            summary.dead_letters.get(adflow::dead_letter::Reason::Late)
+        );
+    }
     // The operators that took the most time (with ADFLOW_BENCH_PROFILE set).
     for op in summary.operators.iter().take(30) {
         println!(

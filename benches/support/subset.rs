@@ -3,10 +3,14 @@
 //! impressions and clicks, last-touch attribution, without fraud rules,
 //! composed from adflow's operator families (see `benches/engines.rs`).
 //!
-//! Included with `#[path = "support/subset.rs"] mod subset;`.
+//! Included with `#[path = "support/subset.rs"] mod subset;`; each bench
+//! uses part of it.
+
+#![allow(dead_code)]
 
 use adflow::event::{Country, DeviceType, Event, EventId, EventKind, Id};
 use adflow::pipeline::Time;
+use adflow::timestamp::Millis;
 use adflow_operators::attribution::{AttributionConfig, AttributionExt, Model};
 use adflow_operators::dedup::{DedupConfig, DedupExt};
 use adflow_operators::metrics::{AttributedConversion, CampaignMetricsExt, MetricsConfig};
@@ -36,8 +40,19 @@ pub enum Row {
     },
 }
 
-/// The compared subset, composed from adflow's operator families.
+/// The compared subset, composed from adflow's operator families, as a
+/// backfill: no horizon, every event's state kept until the input ends.
 pub fn subset(events: VecCollection<'_, Time, Event>) -> VecCollection<'_, Time, Row> {
+    subset_with_horizon(events, None)
+}
+
+/// The subset with every family's horizon set to the pipeline's `horizon`
+/// (which must be the one the pipeline admits events by): state older than
+/// the windows plus the horizon is retired.
+pub fn subset_with_horizon(
+    events: VecCollection<'_, Time, Event>,
+    horizon: Option<Millis>,
+) -> VecCollection<'_, Time, Row> {
     let scope = events.scope();
     let no_verdicts = Vec::<(EventId, Time, isize)>::new()
         .to_stream(scope)
@@ -45,7 +60,11 @@ pub fn subset(events: VecCollection<'_, Time, Event>) -> VecCollection<'_, Time,
     let no_credits = Vec::<(AttributedConversion, Time, isize)>::new()
         .to_stream(scope)
         .as_collection();
-    let unique = events.dedup_by_event_id(&DedupConfig::default()).unique;
+    let dedup = DedupConfig {
+        horizon,
+        ..DedupConfig::default()
+    };
+    let unique = events.dedup_by_event_id(&dedup).unique;
     let touches = unique
         .clone()
         .filter(|event| matches!(event.kind, EventKind::Impression | EventKind::Click));
@@ -55,6 +74,7 @@ pub fn subset(events: VecCollection<'_, Time, Event>) -> VecCollection<'_, Time,
     // hourly rows only: what the engines compute too.
     let hourly_only = MetricsConfig {
         rollups: false,
+        horizon,
         ..MetricsConfig::default()
     };
     let hourly = touches
@@ -74,6 +94,7 @@ pub fn subset(events: VecCollection<'_, Time, Event>) -> VecCollection<'_, Time,
 
     let config = AttributionConfig {
         models: vec![Model::LastTouch],
+        horizon,
         ..AttributionConfig::default()
     };
     let arranged = touches.arrange_touches("Attribution", &config);
