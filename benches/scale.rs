@@ -264,9 +264,8 @@ fn main() -> anyhow::Result<()> {
         Ok(hours) => Some(hours.parse()?),
         Err(_) => Some(1),
     };
-    let series = std::iter::once(None).chain(
-        horizon_hours.map(|hours| Some(Millis::try_from(hours).unwrap_or(1) * HOUR_MS)),
-    );
+    let series = std::iter::once(None)
+        .chain(horizon_hours.map(|hours| Some(Millis::try_from(hours).unwrap_or(1) * HOUR_MS)));
     for horizon in series {
         let name = match horizon {
             None => "backfill".to_owned(),
@@ -306,7 +305,7 @@ fn main() -> anyhow::Result<()> {
             ));
             figures.push((
                 format!(
-                    "{}M events, {name} | {:.2} M ev/s",
+                    "{}M events | {name} | {:.2} M ev/s",
                     events as f64 / 1e6,
                     events as f64 / elapsed.as_secs_f64() / 1e6
                 ),

@@ -376,12 +376,15 @@ impl Retirement {
             return None;
         }
         let sealed = *self.upper.as_option()?;
-        // Only buckets expired in full: their every record is due.
+        // Only buckets expired in full: their every record is due. Counted
+        // by magnitude: a record left with a negative count (a deletion
+        // that broke the horizon contract) must be retired too, and must
+        // not hide a positive one of another bucket from the sum.
         let expired: isize = self
             .live_by_bucket
             .range(..(sealed >> EXPIRY_BUCKET_SHIFT))
-            .map(|(_, live)| live)
-            .sum();
+            .map(|(_, live)| live.saturating_abs())
+            .fold(0, isize::saturating_add);
         (expired > 0 && expired.saturating_mul(SCAN_WHEN_EXPIRED_ONE_IN) >= self.live)
             .then_some(sealed)
     }

@@ -116,6 +116,36 @@ fn run_retiring(
     seen
 }
 
+/// A deletion with no insertion before it breaks the horizon contract; the
+/// record it leaves (count -1) is still retired, and does not keep a live
+/// record of another minute from being retired either: the trace ends
+/// empty. (The trigger once summed signed counts: +1 and -1 cancelled, and
+/// neither record was ever retired.)
+#[test]
+fn records_left_with_negative_counts_are_retired_too() {
+    for workers in [1, 2] {
+        let updates = vec![((0, 1_000), 1_000, 1), ((5, 2_000), 2_000, -1)];
+        let seen = run_retiring(&updates, 1, workers);
+        let mut totals = std::collections::BTreeMap::<Pair, isize>::new();
+        for (pair, time, diff) in &seen {
+            assert!(
+                *time >= pair_expiry(&pair.0, &pair.1) || *time == pair.1,
+                "{pair:?} changed at {time}, before its expiry"
+            );
+            *totals.entry(*pair).or_insert(0) += diff;
+        }
+        totals.retain(|_, total| *total != 0);
+        assert!(
+            totals.is_empty(),
+            "{workers} workers: left in the trace: {totals:?}"
+        );
+        assert!(
+            seen.len() >= 4,
+            "both records arrived and were retired: {seen:?}"
+        );
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
