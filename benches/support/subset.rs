@@ -75,7 +75,6 @@ pub fn subset_with_horizon(
     let hourly_only = MetricsConfig {
         rollups: false,
         horizon,
-        ..MetricsConfig::default()
     };
     let hourly = touches
         .clone()
