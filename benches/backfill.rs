@@ -75,9 +75,10 @@ fn main() -> anyhow::Result<()> {
 
     for &workers in &workers {
         let analytics = config.clone();
-        let (elapsed, answer) = pipeline_run(&inputs, workers, move |events| {
-            analytics_rows(events.analyze(&analytics))
-        })?;
+        let (elapsed, answer) =
+            pipeline_run(&inputs, workers, TimeConfig::backfill(), move |events| {
+                analytics_rows(events.analyze(&analytics))
+            })?;
         check(
             &format!("dataflow, {workers} workers"),
             &answer,

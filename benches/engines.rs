@@ -43,6 +43,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use adflow::event::{Country, DeviceType, EventId, Id};
+use adflow::pipeline::TimeConfig;
 use adflow::sources::discover;
 use adflow::write::FileFormat;
 use adflow_datagen::GeneratorConfig;
@@ -206,7 +207,7 @@ fn main() -> anyhow::Result<()> {
     // answer is the one every other run must equal.
     let mut expected: Option<Answer<Row>> = None;
     for &workers in &workers {
-        let (elapsed, answer) = pipeline_run(&inputs, workers, subset)?;
+        let (elapsed, answer) = pipeline_run(&inputs, workers, TimeConfig::backfill(), subset)?;
         let name = format!("adflow, {workers} workers");
         match &expected {
             Some(expected) => check(&name, &answer, expected, "first adflow run"),

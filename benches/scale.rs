@@ -60,7 +60,7 @@ mod e2e;
 #[path = "support/subset.rs"]
 mod subset;
 
-use e2e::{dataset, env_list, env_or, pipeline_run_timed, record};
+use e2e::{dataset, env_list, env_or, pipeline_run, record};
 use subset::subset_with_horizon;
 
 /// Workers of the pipeline runs.
@@ -87,7 +87,7 @@ fn pipeline_child(events: u64, horizon: Option<Millis>) -> anyhow::Result<()> {
         horizon,
         ..TimeConfig::backfill()
     };
-    let (elapsed, answer) = pipeline_run_timed(&inputs, WORKERS, time, move |events| {
+    let (elapsed, answer) = pipeline_run(&inputs, WORKERS, time, move |events| {
         subset_with_horizon(events, horizon)
     })?;
     println!("elapsed_seconds={}", elapsed.as_secs_f64());
@@ -259,17 +259,16 @@ fn main() -> anyhow::Result<()> {
 
     let mut table = Vec::new();
     let mut figures = Vec::new();
-    let horizon_hours: Option<u64> = match std::env::var("ADFLOW_SCALE_HORIZON_HOURS") {
+    let horizon_hours: Option<Millis> = match std::env::var("ADFLOW_SCALE_HORIZON_HOURS") {
         Ok(hours) if hours == "none" => None,
         Ok(hours) => Some(hours.parse()?),
         Err(_) => Some(1),
     };
-    let series = std::iter::once(None)
-        .chain(horizon_hours.map(|hours| Some(Millis::try_from(hours).unwrap_or(1) * HOUR_MS)));
-    for horizon in series {
-        let name = match horizon {
+    for hours in std::iter::once(None).chain(horizon_hours.map(Some)) {
+        let horizon = hours.map(|hours| hours.saturating_mul(HOUR_MS));
+        let name = match hours {
             None => "backfill".to_owned(),
-            Some(horizon) => format!("horizon {} h", horizon / HOUR_MS),
+            Some(hours) => format!("horizon {hours} h"),
         };
         let mut previous: Option<(u64, f64)> = None;
         for events in env_list::<u64>("ADFLOW_SCALE_EVENTS", "1000000,10000000,100000000") {

@@ -211,26 +211,11 @@ pub fn accumulate<'scope, R: Data + Ord>(
 }
 
 /// Runs the dataflow `build` makes of the events of `inputs`, read by a
-/// [`Pipeline`] on `workers` threads; returns the wall time from the files
-/// to every output gathered, and the consolidated answer.
+/// [`Pipeline`] on `workers` threads with its clock set by `time`
+/// ([`TimeConfig::backfill`], or one with a horizon for a bounded run);
+/// returns the wall time from the files to every output gathered, and the
+/// consolidated answer. Prints how many records were dead-lettered, if any.
 pub fn pipeline_run<R, F>(
-    inputs: &[InputFile],
-    workers: usize,
-    build: F,
-) -> anyhow::Result<(Duration, Answer<R>)>
-where
-    R: Data + Ord + Hash + Send,
-    F: for<'s> Fn(VecCollection<'s, Time, Event>) -> VecCollection<'s, Time, R>
-        + Send
-        + Sync
-        + 'static,
-{
-    pipeline_run_timed(inputs, workers, TimeConfig::backfill(), build)
-}
-
-/// [`pipeline_run`] with the pipeline's clock set by `time` (a horizon, for
-/// instance); prints how many events arrived too late for it.
-pub fn pipeline_run_timed<R, F>(
     inputs: &[InputFile],
     workers: usize,
     time: TimeConfig,

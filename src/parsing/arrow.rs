@@ -83,13 +83,14 @@ impl BatchFields {
                     text_bytes += text.len();
                     RawValue::Text(Cow::Borrowed(text))
                 }),
-                Column::Dictionary { keys, values, ids } => {
-                    dictionary_entry(keys, ids, row).map(|(entry, id)| {
+                Column::Dictionary { keys, values, ids } => dictionary_entry(keys, values, row)
+                    // An empty value has no id and counts as absent.
+                    .and_then(|entry| Some((entry, ids.get(entry).copied().flatten()?)))
+                    .map(|(entry, id)| {
                         let text = values.value(entry);
                         text_bytes += text.len();
                         RawValue::Hashed(text, id)
-                    })
-                }
+                    }),
                 Column::Millis(values) => {
                     (!values.is_null(row)).then(|| RawValue::Millis(values.value(row)))
                 }
@@ -120,12 +121,11 @@ impl BatchFields {
         for (field, column) in Field::ALL.iter().zip(&self.columns) {
             let value = match column {
                 Column::Text(values) if !values.is_null(row) => values.value(row).to_string(),
-                Column::Dictionary { keys, values, .. } if !keys.is_null(row) => {
-                    let entry = usize::try_from(keys.value(row)).unwrap_or(usize::MAX);
-                    if entry >= values.len() || values.is_null(entry) {
-                        continue;
+                Column::Dictionary { keys, values, .. } => {
+                    match dictionary_entry(keys, values, row) {
+                        Some(entry) => values.value(entry).to_string(),
+                        None => continue,
                     }
-                    values.value(entry).to_string()
                 }
                 Column::Millis(values) if !values.is_null(row) => values.value(row).to_string(),
                 Column::Decimal { values, scale } if !values.is_null(row) => {
@@ -145,14 +145,14 @@ impl BatchFields {
     }
 }
 
-/// The entry of `row` in a dictionary column and its id; `None` if the row
-/// is null or its value empty or null.
-fn dictionary_entry(keys: &Int32Array, ids: &[Option<Id>], row: usize) -> Option<(usize, Id)> {
+/// The entry of `row` in a dictionary column's `values`; `None` if the row
+/// or its value is null.
+fn dictionary_entry(keys: &Int32Array, values: &StringArray, row: usize) -> Option<usize> {
     if keys.is_null(row) {
         return None;
     }
     let entry = usize::try_from(keys.value(row)).ok()?;
-    Some((entry, (*ids.get(entry)?)?))
+    (entry < values.len() && !values.is_null(entry)).then_some(entry)
 }
 
 /// A dictionary of text as `Int32` keys into `Utf8` values, with every

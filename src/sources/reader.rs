@@ -517,7 +517,64 @@ impl<R: BufRead> LineReader<R> {
 
 #[cfg(test)]
 mod tests {
+    use arrow::array::{RecordBatch, StringArray};
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::properties::WriterProperties;
+    use parquet::schema::types::ColumnPath;
+
     use super::*;
+
+    #[test]
+    fn dictionary_encoded_text_columns_of_ours_are_read_as_dictionaries() {
+        let text = |name: &str| ArrowField::new(name, DataType::Utf8, true);
+        let schema = Arc::new(Schema::new(vec![
+            text("campaign_id"),
+            text("event_id"),
+            text("note"),
+        ]));
+        let column = |values: Vec<String>| Arc::new(StringArray::from(values)) as _;
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                column((0..100).map(|n| format!("c{}", n % 3)).collect()),
+                column((0..100).map(|n| format!("e{n}")).collect()),
+                column((0..100).map(|n| format!("n{}", n % 2)).collect()),
+            ],
+        )
+        .expect("valid batch");
+        // Dictionaries for every column but `event_id`, as adgen writes.
+        let properties = WriterProperties::builder()
+            .set_column_dictionary_enabled(ColumnPath::from("event_id"), false)
+            .build();
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        let mut writer = ArrowWriter::try_new(
+            file.reopen().expect("reopen"),
+            Arc::clone(&schema),
+            Some(properties),
+        )
+        .expect("writer");
+        writer.write(&batch).expect("write");
+        writer.close().expect("close");
+
+        let types = |path| -> Vec<DataType> {
+            let Ok(State::Parquet { mut batches, .. }) = open_parquet(path, Some((0, 0)), 0) else {
+                panic!("the file opens");
+            };
+            let batch = batches.next().expect("a batch").expect("it decodes");
+            batch
+                .schema()
+                .fields()
+                .iter()
+                .map(|field| field.data_type().clone())
+                .collect()
+        };
+        let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+        // `note` is dictionary-encoded too, but no field of ours.
+        assert_eq!(
+            types(file.path()),
+            vec![dictionary, DataType::Utf8, DataType::Utf8]
+        );
+    }
 
     fn lines(input: &[u8]) -> Vec<(u64, usize, bool, usize)> {
         let mut reader = LineReader::new(BufReader::with_capacity(7, input));

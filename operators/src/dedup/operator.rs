@@ -351,9 +351,7 @@ impl<K: Ord + Hash + Clone> Chains<K> {
         self.copy_count += after.len();
         let first = first_expiring(after);
         if after.is_empty() {
-            self.slot_of.remove(&key);
-            self.slots[slot].copies = Copies::NONE;
-            self.free.push(slot);
+            self.release(&key, slot);
         }
         for (verdict, diff) in self.changes.drain(..) {
             emit(verdict, diff);
@@ -361,6 +359,13 @@ impl<K: Ord + Hash + Clone> Chains<K> {
         if let (Some(retention), Some(ts)) = (self.retention, first) {
             self.expiries.insert((ts.saturating_add(retention), key));
         }
+    }
+
+    /// Forgets `key`, whose copies were in `slot`, and frees the slot.
+    fn release(&mut self, key: &K, slot: usize) {
+        self.slot_of.remove(key);
+        self.slots[slot].copies = Copies::NONE;
+        self.free.push(slot);
     }
 
     /// Forgets what no update can change any more: with a horizon, the
@@ -408,11 +413,7 @@ impl<K: Ord + Hash + Clone> Chains<K> {
                     self.expiries
                         .insert((anchor.ts.saturating_add(retention), key));
                 }
-                None => {
-                    self.slot_of.remove(&key);
-                    self.slots[slot].copies = Copies::NONE;
-                    self.free.push(slot);
-                }
+                None => self.release(&key, slot),
             }
         }
     }
