@@ -85,6 +85,7 @@ use adflow::timestamp::{Millis, DAY_MS};
 use differential_dataflow::collection::VecCollection;
 use serde::{Deserialize, Serialize};
 
+mod index;
 mod operator;
 
 use operator::dedup_stage;

@@ -3,12 +3,10 @@
 //! See the parent module's documentation for the semantics and why they
 //! need this operator rather than a `reduce` with retirement.
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::Hash;
 
 use adflow::event::Event;
-use adflow::hashing::PrehashedMap;
 use adflow::pipeline::Time;
 use adflow::timestamp::Millis;
 use differential_dataflow::collection::{AsCollection, VecCollection};
@@ -20,6 +18,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::Capability;
 
+use super::index::SlotIndex;
 use super::{DedupConfig, DedupGauge, Duplicate, DuplicateReason};
 
 /// One step's decision about one copy.
@@ -191,16 +190,16 @@ impl Copies {
     }
 }
 
-/// A key's copies, and the last time [`Chains::apply`] touched them.
-struct Slot {
+/// A key, its copies, and the last time [`Chains::apply`] touched them.
+struct Slot<K> {
+    key: K,
     copies: Copies,
     /// The [`Chains::generation`] of that time.
     touched: u64,
 }
 
 /// A key changed by the time being applied, and its copies before.
-struct Touched<K> {
-    key: K,
+struct Touched {
     slot: usize,
     /// `None` for a key that was new at this time.
     before: Option<Copies>,
@@ -209,23 +208,24 @@ struct Touched<K> {
 /// One worker's share of the keys: each key's copies with their counts,
 /// sorted by `Event` (so by `ts` first), zero counts removed.
 ///
-/// Keys are looked up once per update, in arrival order: a hash table finds
-/// them with one or two cache misses where a B-tree over millions of keys
-/// takes a dozen, and reading the updates in the order they came reads
-/// memory in order, where grouping them by key first would not. Its order
-/// is never observed: decisions are emitted per key after all of a time's
-/// updates are in, and expiry has its own ordered set.
+/// Keys are looked up once per update, in arrival order, in a hash index
+/// whose cache misses are waited for [`WARM_AHEAD`] updates at a time: a
+/// hash table finds them with one cache miss where a B-tree over millions
+/// of keys takes a dozen, and reading the updates in the order they came
+/// reads memory in order, where grouping them by key first would not. Its
+/// order is never observed: decisions are emitted per key after all of a
+/// time's updates are in, and expiry has its own ordered set.
 struct Chains<K> {
     window: Millis,
     /// `window + horizon`: how long after its anchor a group is remembered.
     retention: Option<Millis>,
     reason: DuplicateReason,
     key: fn(&Event) -> K,
-    /// Each key's slot in `slots`.
-    slot_of: PrehashedMap<K, usize>,
-    /// The copies of the keys, one slot per key; a key's copies stay put
-    /// while the table of keys grows.
-    slots: Vec<Slot>,
+    /// Each key's slot in `slots`, by the key's hash.
+    index: SlotIndex,
+    /// The keys and their copies, one slot per key; a key's copies stay
+    /// put while the index grows.
+    slots: Vec<Slot<K>>,
     /// Slots of forgotten keys, for reuse.
     free: Vec<usize>,
     /// Copies held in `slots`, for the gauge.
@@ -237,7 +237,7 @@ struct Chains<K> {
     /// being applied has touched it already.
     generation: u64,
     /// Scratch space reused across times.
-    touched: Vec<Touched<K>>,
+    touched: Vec<Touched>,
     changes: Vec<(Verdict, isize)>,
 }
 
@@ -251,7 +251,7 @@ impl<K: Ord + Hash + Clone> Chains<K> {
                 .map(|horizon| window.saturating_add(horizon.max(0))),
             reason,
             key,
-            slot_of: PrehashedMap::default(),
+            index: SlotIndex::new(),
             slots: Vec::new(),
             free: Vec::new(),
             copy_count: 0,
@@ -264,7 +264,7 @@ impl<K: Ord + Hash + Clone> Chains<K> {
 
     /// (keys, copies) held.
     fn size(&self) -> (usize, usize) {
-        (self.slot_of.len(), self.copy_count)
+        (self.index.len(), self.copy_count)
     }
 
     /// Applies the updates of one time and reports the changes of the
@@ -272,60 +272,72 @@ impl<K: Ord + Hash + Clone> Chains<K> {
     fn apply(&mut self, updates: Vec<(Event, isize)>, mut emit: impl FnMut(Verdict, isize)) {
         self.generation += 1;
         let mut touched = std::mem::take(&mut self.touched);
-        for (event, diff) in updates {
-            if diff == 0 {
-                continue;
-            }
-            let key = (self.key)(&event);
-            match self.slot_of.entry(key) {
-                Entry::Vacant(vacant) => {
-                    let slot = Slot {
-                        copies: Copies::One([(event, diff)]),
-                        touched: self.generation,
-                    };
-                    let index = match self.free.pop() {
-                        Some(index) => {
-                            self.slots[index] = slot;
-                            index
-                        }
-                        None => {
-                            self.slots.push(slot);
-                            self.slots.len() - 1
-                        }
-                    };
-                    touched.push(Touched {
-                        key: vacant.key().clone(),
-                        slot: index,
-                        before: None,
-                    });
-                    vacant.insert(index);
-                }
-                Entry::Occupied(occupied) => {
-                    let index = *occupied.get();
-                    let slot = &mut self.slots[index];
-                    if slot.touched != self.generation {
-                        slot.touched = self.generation;
-                        touched.push(Touched {
-                            key: occupied.key().clone(),
-                            slot: index,
-                            before: Some(slot.copies.clone()),
-                        });
-                    }
-                    slot.copies.add(event, diff);
+        for chunk in updates.chunks(WARM_AHEAD) {
+            let hashes = chunk.iter().map(|(event, _)| (self.key)(event).hashed());
+            std::hint::black_box(self.index.warm(hashes));
+            for &(event, diff) in chunk {
+                if diff != 0 {
+                    self.add(event, diff, &mut touched);
                 }
             }
         }
-        for Touched { key, slot, before } in touched.drain(..) {
-            self.settle(key, slot, before, &mut emit);
+        for Touched { slot, before } in touched.drain(..) {
+            self.settle(slot, before, &mut emit);
         }
         self.touched = touched;
     }
 
-    /// Reports the changes of the decisions of `key`, whose copies were
-    /// `before` and are now in `slot`, and forgets the key if none is left.
+    /// Adds `diff` copies of `event` to its key's slot, noting in `touched`
+    /// the slot and its copies before if this time had not touched it yet.
+    fn add(&mut self, event: Event, diff: isize, touched: &mut Vec<Touched>) {
+        let key = (self.key)(&event);
+        let hash = key.hashed();
+        let slots = &self.slots;
+        match self
+            .index
+            .find(hash, |slot| slots[slot as usize].key == key)
+        {
+            None => {
+                let slot = Slot {
+                    key,
+                    copies: Copies::One([(event, diff)]),
+                    touched: self.generation,
+                };
+                let index = match self.free.pop() {
+                    Some(index) => {
+                        self.slots[index] = slot;
+                        index
+                    }
+                    None => {
+                        self.slots.push(slot);
+                        self.slots.len() - 1
+                    }
+                };
+                self.index.insert(hash, slot_number(index));
+                touched.push(Touched {
+                    slot: index,
+                    before: None,
+                });
+            }
+            Some(index) => {
+                let index = index as usize;
+                let slot = &mut self.slots[index];
+                if slot.touched != self.generation {
+                    slot.touched = self.generation;
+                    touched.push(Touched {
+                        slot: index,
+                        before: Some(slot.copies.clone()),
+                    });
+                }
+                slot.copies.add(event, diff);
+            }
+        }
+    }
+
+    /// Reports the changes of the decisions of the key in `slot`, whose
+    /// copies were `before`, and forgets the key if none is left.
     fn settle(
         &mut self,
-        key: K,
         slot: usize,
         before: Option<Copies>,
         emit: &mut impl FnMut(Verdict, isize),
@@ -350,20 +362,22 @@ impl<K: Ord + Hash + Clone> Chains<K> {
         }
         self.copy_count += after.len();
         let first = first_expiring(after);
+        if let (Some(retention), Some(ts)) = (self.retention, first) {
+            let key = self.slots[slot].key.clone();
+            self.expiries.insert((ts.saturating_add(retention), key));
+        }
         if after.is_empty() {
-            self.release(&key, slot);
+            self.release(slot);
         }
         for (verdict, diff) in self.changes.drain(..) {
             emit(verdict, diff);
         }
-        if let (Some(retention), Some(ts)) = (self.retention, first) {
-            self.expiries.insert((ts.saturating_add(retention), key));
-        }
     }
 
-    /// Forgets `key`, whose copies were in `slot`, and frees the slot.
-    fn release(&mut self, key: &K, slot: usize) {
-        self.slot_of.remove(key);
+    /// Forgets the key in `slot` and frees the slot.
+    fn release(&mut self, slot: usize) {
+        let hash = self.slots[slot].key.hashed();
+        self.index.remove(hash, slot_number(slot));
         self.slots[slot].copies = Copies::NONE;
         self.free.push(slot);
     }
@@ -374,7 +388,7 @@ impl<K: Ord + Hash + Clone> Chains<K> {
     fn forget(&mut self, bound: Option<Time>) {
         let Some(bound) = bound else {
             if !self.slots.is_empty() || !self.expiries.is_empty() {
-                self.slot_of = PrehashedMap::default();
+                self.index.clear();
                 self.slots = Vec::new();
                 self.free = Vec::new();
                 self.expiries.clear();
@@ -393,9 +407,14 @@ impl<K: Ord + Hash + Clone> Chains<K> {
             let Some((_, key)) = self.expiries.pop_first() else {
                 break;
             };
-            let Some(&slot) = self.slot_of.get(&key) else {
+            let slots = &self.slots;
+            let Some(slot) = self
+                .index
+                .find(key.hashed(), |slot| slots[slot as usize].key == key)
+            else {
                 continue;
             };
+            let slot = slot as usize;
             let copies = self.slots[slot].copies.as_slice();
             // The first anchor still live; groups before it have expired.
             let live = anchors(copies, self.window)
@@ -413,10 +432,20 @@ impl<K: Ord + Hash + Clone> Chains<K> {
                     self.expiries
                         .insert((anchor.ts.saturating_add(retention), key));
                 }
-                None => self.release(&key, slot),
+                None => self.release(slot),
             }
         }
     }
+}
+
+/// How many updates' index buckets are read at once, so that their cache
+/// misses overlap: about as many as a core keeps misses in flight.
+const WARM_AHEAD: usize = 16;
+
+/// `index` as a slot number of the [`SlotIndex`]. Each slot holds a whole
+/// `Event`, so 2^32 of them (over 500 GB) cannot fit in memory anyway.
+fn slot_number(index: usize) -> u32 {
+    u32::try_from(index).unwrap_or_else(|_| panic!("dedup: more than 2^32 keys on one worker"))
 }
 
 /// The time the expiry of a key's first group is counted from: its first
