@@ -95,6 +95,7 @@ fn main() -> anyhow::Result<()> {
         let profile = std::env::var_os("ADFLOW_E2E_PROFILE").is_some();
         let LateRun {
             initial,
+            compacted,
             late,
             answer,
         } = late_run(&all, workers, late_percent, profile, move |events| {
@@ -107,7 +108,7 @@ fn main() -> anyhow::Result<()> {
             "reference",
         );
         println!(
-            "late {late_percent}% on {workers} workers: first {:.2?} in memory, then the late events in {late:.2?}: {:.0}× faster than re-running the backfill ({elapsed:.2?})",
+            "late {late_percent}% on {workers} workers: first {:.2?} in memory, {compacted:.2?} idle merging, then the late events in {late:.2?}: {:.0}× faster than re-running the backfill ({elapsed:.2?})",
             initial,
             elapsed.as_secs_f64() / late.as_secs_f64()
         );

@@ -232,6 +232,7 @@ fn main() -> anyhow::Result<()> {
     let late_workers = workers.iter().copied().max().unwrap_or(2);
     let LateRun {
         initial,
+        compacted,
         late,
         answer,
     } = late_run(&all, late_workers, late_percent, profiling(), subset);
@@ -241,7 +242,9 @@ fn main() -> anyhow::Result<()> {
         &expected,
         "adflow batch answer",
     );
-    println!("late {late_percent}%: first {initial:.2?} for the on-time events, then {late:.3?}");
+    println!(
+        "late {late_percent}%: first {initial:.2?} for the on-time events, {compacted:.2?} idle merging, then {late:.3?}"
+    );
     drop(all);
 
     let dir_text = dir.to_string_lossy().into_owned();

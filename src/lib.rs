@@ -7,6 +7,7 @@
 //! in `adflow-datagen`.
 #![deny(missing_docs)]
 
+pub mod compaction;
 pub mod counts;
 pub mod dead_letter;
 pub mod event;

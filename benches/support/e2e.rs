@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use adflow::compaction;
 use adflow::event::Event;
 use adflow::parsing::EventValidator;
 use adflow::pipeline::{Admission, EventClock, Pipeline, Time, TimeConfig};
@@ -288,6 +289,8 @@ pub fn held_back(index: usize, percent: f64) -> bool {
 pub struct LateRun<R> {
     /// Feeding the on-time events until every output caught up.
     pub initial: Duration,
+    /// Then, idle, until every arrangement was merged into one batch.
+    pub compacted: Duration,
     /// From the first late insert until every output caught up again.
     pub late: Duration,
     /// The final answer, over every event.
@@ -315,7 +318,7 @@ where
         + 'static,
 {
     let time = TimeConfig::backfill();
-    // One tick past the last event time: where the late events arrive.
+    // One tick past the last event time: where the on-time events end.
     let end: Time = events
         .iter()
         .map(|event| time.stamp(event.ts))
@@ -323,7 +326,15 @@ where
         .unwrap_or(0)
         + 1;
     let events = Arc::clone(events);
-    let guards = timely::execute(timely::Config::process(workers), move |worker| {
+    // A finished run merges its arrangements while it waits, as a running
+    // pipeline does (`adflow::compaction`); the late events find them
+    // compact rather than paying for merges the quiet period left undone.
+    let mut config = timely::Config::process(workers);
+    compaction::install(&mut config.worker, compaction::IDLE_MERGE_EFFORT);
+    // The late phase starts when every worker has settled: one still
+    // merging would hold the others' late events up.
+    let settled_all = Arc::new(std::sync::Barrier::new(workers));
+    let guards = timely::execute(config, move |worker| {
         let recording = profile.then(|| WorkerProfile::install(worker));
         let answer = Shared::default();
         let probe = ProbeHandle::new();
@@ -362,6 +373,17 @@ where
         input.flush();
         worker.step_while(|| probe.less_than(&end));
         let initial = started.elapsed();
+        // Idle: the frontier moving on one tick schedules every operator,
+        // and the arrangements merge until each is one batch.
+        let started = Instant::now();
+        input.advance_to(end + 1);
+        input.flush();
+        let settled = compaction::settle(worker, Duration::from_secs(60), || {
+            !probe.less_than(&(end + 1))
+        });
+        settled_all.wait();
+        let compacted = started.elapsed();
+        let late_at = end + 1;
 
         let before = recording
             .as_ref()
@@ -369,11 +391,11 @@ where
             .unwrap_or_default();
         let started = Instant::now();
         for (_, event) in &late {
-            input.update_at(**event, end, 1);
+            input.update_at(**event, late_at, 1);
         }
-        input.advance_to(end + 1);
+        input.advance_to(late_at + 1);
         input.flush();
-        worker.step_while(|| probe.less_than(&(end + 1)));
+        worker.step_while(|| probe.less_than(&(late_at + 1)));
         let late_elapsed = started.elapsed();
         if let Some(recording) = &recording {
             let mut late_ops = since(&before, recording.snapshot(worker));
@@ -389,20 +411,25 @@ where
         drop(input);
         while worker.step_or_park(None) {}
         let answer = take(&answer);
-        (initial, late_elapsed, answer)
+        (initial, compacted, settled.is_some(), late_elapsed, answer)
     })
     .unwrap_or_else(|error| panic!("timely: {error}"));
     let mut initial = Duration::ZERO;
+    let mut compacted = Duration::ZERO;
     let mut late = Duration::ZERO;
     let mut parts = Vec::new();
     for result in guards.join() {
-        let (first, second, answer) = result.unwrap_or_else(|error| panic!("worker: {error}"));
+        let (first, merging, settled, second, answer) =
+            result.unwrap_or_else(|error| panic!("worker: {error}"));
+        assert!(settled, "arrangements still merging after {merging:?}");
         initial = initial.max(first);
+        compacted = compacted.max(merging);
         late = late.max(second);
         parts.push(answer);
     }
     LateRun {
         initial,
+        compacted,
         late,
         answer: consolidate(parts.into_iter().flatten()),
     }
