@@ -57,6 +57,7 @@ use differential_dataflow::collection::VecCollection;
 use rdkafka::config::ClientConfig;
 use timely::dataflow::{ProbeHandle, Scope};
 
+use crate::compaction;
 use crate::dead_letter::Reason;
 use crate::parsing::EventValidator;
 use crate::pipeline::{late_letter, Admission, EventClock, RunSummary, Streams, Time, TimeConfig};
@@ -452,7 +453,10 @@ impl KafkaPipeline {
             resume: Arc::clone(&resume),
         };
         let worker_handles = Arc::clone(&handles);
-        let guards = timely::execute(timely::Config::process(workers), move |worker| {
+        let mut config = timely::Config::process(workers);
+        // Merges in progress are finished while a worker waits for messages.
+        compaction::install(&mut config.worker, compaction::IDLE_MERGE_EFFORT);
+        let guards = timely::execute(config, move |worker| {
             let recording = profile.then(|| WorkerProfile::install(worker));
             let outputs = KafkaOutputs {
                 target: target.clone(),

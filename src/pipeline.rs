@@ -33,6 +33,7 @@ use differential_dataflow::input::{Input, InputSession};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::{ProbeHandle, Scope};
 
+use crate::compaction;
 use crate::dead_letter::{DeadLetter, Position, Reason, ReasonCounts};
 use crate::event::{Event, EventKind};
 use crate::parsing::{EventValidator, DEFAULT_MAX_CLOCK_SKEW};
@@ -368,11 +369,13 @@ impl Pipeline {
             sources,
             input_bytes,
             time,
-            timely,
+            mut timely,
             progress: _,
             profile,
             read_ahead: max_read_ahead,
         } = self;
+        // Merges in progress are finished while a worker waits for input.
+        compaction::install(&mut timely.worker, compaction::IDLE_MERGE_EFFORT);
         let guards = timely::execute(timely, move |worker| {
             let recording = profile.then(|| WorkerProfile::install(worker));
             let (mut events_in, mut dead_in, probe) = worker.dataflow::<Time, _, _>(|scope| {
