@@ -376,14 +376,14 @@ where
         // Idle: the frontier moving on one tick schedules every operator,
         // and the arrangements merge until each is one batch.
         let started = Instant::now();
-        input.advance_to(end + 1);
+        let late_at = end + 1;
+        input.advance_to(late_at);
         input.flush();
         let settled = compaction::settle(worker, Duration::from_secs(60), || {
-            !probe.less_than(&(end + 1))
+            !probe.less_than(&late_at)
         });
         settled_all.wait();
         let compacted = started.elapsed();
-        let late_at = end + 1;
 
         let before = recording
             .as_ref()

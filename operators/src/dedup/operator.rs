@@ -272,12 +272,16 @@ impl<K: Ord + Hash + Clone> Chains<K> {
     fn apply(&mut self, updates: Vec<(Event, isize)>, mut emit: impl FnMut(Verdict, isize)) {
         self.generation += 1;
         let mut touched = std::mem::take(&mut self.touched);
+        let mut hashes = [0u64; WARM_AHEAD];
         for chunk in updates.chunks(WARM_AHEAD) {
-            let hashes = chunk.iter().map(|(event, _)| (self.key)(event).hashed());
-            std::hint::black_box(self.index.warm(hashes));
-            for &(event, diff) in chunk {
+            for (hash, (event, _)) in hashes.iter_mut().zip(chunk) {
+                *hash = (self.key)(event).hashed();
+            }
+            let hashes = &hashes[..chunk.len()];
+            std::hint::black_box(self.index.warm(hashes.iter().copied()));
+            for (&(event, diff), &hash) in chunk.iter().zip(hashes) {
                 if diff != 0 {
-                    self.add(event, diff, &mut touched);
+                    self.add(event, diff, hash, &mut touched);
                 }
             }
         }
@@ -287,16 +291,19 @@ impl<K: Ord + Hash + Clone> Chains<K> {
         self.touched = touched;
     }
 
-    /// Adds `diff` copies of `event` to its key's slot, noting in `touched`
-    /// the slot and its copies before if this time had not touched it yet.
-    fn add(&mut self, event: Event, diff: isize, touched: &mut Vec<Touched>) {
+    /// The slot of `key`, whose hash is `hash`.
+    fn slot_of(&self, key: &K, hash: u64) -> Option<usize> {
+        self.index
+            .find(hash, |slot| self.slots[slot as usize].key == *key)
+            .map(|slot| slot as usize)
+    }
+
+    /// Adds `diff` copies of `event`, whose key's hash is `hash`, to its
+    /// key's slot, noting in `touched` the slot and its copies before if
+    /// this time had not touched it yet.
+    fn add(&mut self, event: Event, diff: isize, hash: u64, touched: &mut Vec<Touched>) {
         let key = (self.key)(&event);
-        let hash = key.hashed();
-        let slots = &self.slots;
-        match self
-            .index
-            .find(hash, |slot| slots[slot as usize].key == key)
-        {
+        match self.slot_of(&key, hash) {
             None => {
                 let slot = Slot {
                     key,
@@ -320,7 +327,6 @@ impl<K: Ord + Hash + Clone> Chains<K> {
                 });
             }
             Some(index) => {
-                let index = index as usize;
                 let slot = &mut self.slots[index];
                 if slot.touched != self.generation {
                     slot.touched = self.generation;
@@ -407,14 +413,9 @@ impl<K: Ord + Hash + Clone> Chains<K> {
             let Some((_, key)) = self.expiries.pop_first() else {
                 break;
             };
-            let slots = &self.slots;
-            let Some(slot) = self
-                .index
-                .find(key.hashed(), |slot| slots[slot as usize].key == key)
-            else {
+            let Some(slot) = self.slot_of(&key, key.hashed()) else {
                 continue;
             };
-            let slot = slot as usize;
             let copies = self.slots[slot].copies.as_slice();
             // The first anchor still live; groups before it have expired.
             let live = anchors(copies, self.window)
