@@ -11,6 +11,7 @@ pub mod fraud;
 mod kinds;
 pub mod metrics;
 pub mod outputs;
+pub mod pre_aggregate;
 pub mod reference;
 pub mod retention;
 pub mod testing;

@@ -180,6 +180,7 @@ use adflow::timestamp::{Millis, HOUR_MS};
 
 use crate::attribution::{Credit, Unattributed, CONVERSION_MICROS};
 use crate::fraud::flagged_set;
+use crate::pre_aggregate::PreAggregateExt;
 use crate::retention::{RetentionExt, RetireArrangedExt};
 
 mod counters;
@@ -494,6 +495,7 @@ fn aggregate<'scope>(
 ) -> VecCollection<'scope, Time, MetricsRow> {
     let name = format!("{name}: {}", granularity.as_str());
     deltas
+        .pre_aggregate_named(&format!("{name} pre-aggregate"))
         .arrange_by_self_named(&format!("{name} arrange"))
         .count_total_core::<isize>()
         .map(move |(key, counters)| MetricsRow::new(granularity, key, counters))
