@@ -45,6 +45,10 @@ impl Hasher for PrehashedHasher {
         self.add(u64::from(n));
     }
 
+    fn write_u16(&mut self, n: u16) {
+        self.add(u64::from(n));
+    }
+
     fn write_u32(&mut self, n: u32) {
         self.add(u64::from(n));
     }

@@ -8,11 +8,12 @@
 
 #![allow(dead_code)]
 
-use adflow::event::{Country, DeviceType, Event, EventId, EventKind, Id};
+use adflow::event::{Country, DeviceType, Event, EventId, Id};
 use adflow::pipeline::Time;
 use adflow::timestamp::Millis;
 use adflow_operators::attribution::{AttributionConfig, AttributionExt, Model};
 use adflow_operators::dedup::{DedupConfig, DedupExt};
+use adflow_operators::kinds::SplitByKindExt;
 use adflow_operators::metrics::{AttributedConversion, CampaignMetricsExt, MetricsConfig};
 use differential_dataflow::collection::{AsCollection, VecCollection};
 use timely::dataflow::operators::core::ToStream;
@@ -64,11 +65,12 @@ pub fn subset_with_horizon(
         horizon,
         ..DedupConfig::default()
     };
-    let unique = events.dedup_by_event_id(&dedup).unique;
-    let touches = unique
-        .clone()
-        .filter(|event| matches!(event.kind, EventKind::Impression | EventKind::Click));
-    let conversions = unique.filter(|event| event.kind == EventKind::Conversion);
+    let kinds = events
+        .dedup_by_event_id(&dedup)
+        .unique
+        .split_by_kind_named("Subset");
+    let touches = kinds.impressions.concat(kinds.clicks);
+    let conversions = kinds.conversions;
 
     // No fraud rules, so no verdicts (and no touch held by id for one), and
     // hourly rows only: what the engines compute too.

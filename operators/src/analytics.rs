@@ -15,7 +15,7 @@ use differential_dataflow::collection::VecCollection;
 use crate::attribution::{Attribution, AttributionConfig, AttributionExt, Model};
 use crate::dedup::{DedupConfig, DedupExt, Duplicate};
 use crate::fraud::{flag_fraud_by_kind, FraudConfig, Rule, Verdict};
-use crate::kinds::ByKind;
+use crate::kinds::SplitByKindExt;
 use crate::metrics::{AttributedConversion, CampaignMetrics, CampaignMetricsExt, MetricsConfig};
 
 /// Configuration of every family.
@@ -100,7 +100,7 @@ impl<'scope> AnalyticsExt<'scope> for VecCollection<'scope, Time, Event> {
         let unique = deduplicated.unique;
         // Every family reads only some kinds: split once, so that each
         // reads (and timely copies for it) only those.
-        let kinds = ByKind::split(unique.clone(), "Analytics");
+        let kinds = unique.clone().split_by_kind_named("Analytics");
         let fraud = flag_fraud_by_kind(&kinds, "Fraud", &config.fraud);
 
         // A verdict can land up to a rule's lookahead after the event it

@@ -96,7 +96,7 @@ use differential_dataflow::trace::implementations::{KeyBuilder, KeySpine};
 use differential_dataflow::Data;
 use serde::{Deserialize, Serialize};
 
-use crate::kinds::ByKind;
+use crate::kinds::{ByKind, SplitByKindExt};
 use crate::retention::{RetentionExt, RetireArrangedExt, RetiringArrangement};
 
 mod config;
@@ -355,7 +355,7 @@ impl<'scope> FraudExt<'scope> for VecCollection<'scope, Time, Event> {
     }
 
     fn flag_fraud_named(self, name: &str, config: &FraudConfig) -> Fraud<'scope> {
-        let kinds = ByKind::split(self, name);
+        let kinds = self.split_by_kind_named(name);
         flag_fraud_by_kind(&kinds, name, config)
     }
 }

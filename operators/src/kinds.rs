@@ -7,6 +7,37 @@
 //! a fraction of a percent). Splitting them once moves each event to the
 //! one stream of its kind; consumers then copy and scan only the kinds
 //! they read.
+//!
+//! ```
+//! use adflow::event::{Event, EventKind};
+//! use adflow_operators::kinds::SplitByKindExt;
+//! use differential_dataflow::input::Input;
+//! use std::sync::{Arc, Mutex};
+//!
+//! fn event(kind: &str, id: &str) -> Event {
+//!     let line = format!(r#"{{"event_id":"{id}","kind":"{kind}","ts":"2026-11-01T10:00:00Z","user_id":"u","campaign_id":"c","ad_id":"a","order_id":"o","revenue":1}}"#);
+//!     adflow::parsing::json::parse_json(line.as_bytes())
+//!         .and_then(|fields| adflow::parsing::EventValidator::default().validate(&fields))
+//!         .unwrap()
+//! }
+//! let clicks = Arc::new(Mutex::new(Vec::new()));
+//! let sink = Arc::clone(&clicks);
+//! timely::execute_directly(move |worker| {
+//!     let mut input = worker.dataflow::<u64, _, _>(|scope| {
+//!         let (input, events) = scope.new_collection::<Event, isize>();
+//!         let sink = Arc::clone(&sink);
+//!         events
+//!             .split_by_kind()
+//!             .clicks
+//!             .inspect(move |(event, _, _)| sink.lock().unwrap().push(event.kind));
+//!         input
+//!     });
+//!     input.insert(event("impression", "i1"));
+//!     input.insert(event("click", "k1"));
+//!     input.insert(event("conversion", "c1"));
+//! });
+//! assert_eq!(*clicks.lock().unwrap(), vec![EventKind::Click]);
+//! ```
 
 use adflow::event::{Event, EventKind};
 use adflow::pipeline::Time;
@@ -20,20 +51,39 @@ type Output = OutputBuilder<Time, CapacityContainerBuilder<Vec<(Event, Time, isi
 
 /// One collection per [`EventKind`].
 #[derive(Clone)]
-pub(crate) struct ByKind<'scope> {
+pub struct ByKind<'scope> {
     /// The impressions.
-    pub(crate) impressions: VecCollection<'scope, Time, Event>,
+    pub impressions: VecCollection<'scope, Time, Event>,
     /// The clicks.
-    pub(crate) clicks: VecCollection<'scope, Time, Event>,
+    pub clicks: VecCollection<'scope, Time, Event>,
     /// The conversions.
-    pub(crate) conversions: VecCollection<'scope, Time, Event>,
+    pub conversions: VecCollection<'scope, Time, Event>,
     /// The page views.
-    pub(crate) page_views: VecCollection<'scope, Time, Event>,
+    pub page_views: VecCollection<'scope, Time, Event>,
+}
+
+/// Splitting events by kind, once.
+pub trait SplitByKindExt<'scope> {
+    /// One collection per kind, in one operator named `Events: split by kind`.
+    fn split_by_kind(self) -> ByKind<'scope>;
+
+    /// As [`SplitByKindExt::split_by_kind`], named `{name}: split by kind`.
+    fn split_by_kind_named(self, name: &str) -> ByKind<'scope>;
+}
+
+impl<'scope> SplitByKindExt<'scope> for VecCollection<'scope, Time, Event> {
+    fn split_by_kind(self) -> ByKind<'scope> {
+        ByKind::split(self, "Events")
+    }
+
+    fn split_by_kind_named(self, name: &str) -> ByKind<'scope> {
+        ByKind::split(self, name)
+    }
 }
 
 impl<'scope> ByKind<'scope> {
     /// Splits `events` by kind in one operator named `{name}: split by kind`.
-    pub(crate) fn split(events: VecCollection<'scope, Time, Event>, name: &str) -> ByKind<'scope> {
+    fn split(events: VecCollection<'scope, Time, Event>, name: &str) -> ByKind<'scope> {
         let mut builder =
             OperatorBuilder::new(format!("{name}: split by kind"), events.inner.scope());
         let mut input = builder.new_input(events.inner, Pipeline);
@@ -95,7 +145,7 @@ impl<'scope> ByKind<'scope> {
     }
 
     /// The collection of `kind`.
-    pub(crate) fn of(&self, kind: EventKind) -> &VecCollection<'scope, Time, Event> {
+    pub fn of(&self, kind: EventKind) -> &VecCollection<'scope, Time, Event> {
         match kind {
             EventKind::Impression => &self.impressions,
             EventKind::Click => &self.clicks,

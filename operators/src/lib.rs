@@ -8,7 +8,7 @@ pub mod analytics;
 pub mod attribution;
 pub mod dedup;
 pub mod fraud;
-mod kinds;
+pub mod kinds;
 pub mod metrics;
 pub mod outputs;
 pub mod pre_aggregate;

@@ -92,16 +92,24 @@ where
                     if held.as_ref().is_none_or(|held| least < *held.time()) {
                         held = Some(capability.delayed(&least, 0));
                     }
+                    // The updates of a message nearly always share one
+                    // time: look its table up once per run of them.
+                    let mut current: Option<(Time, &mut PrehashedMap<D, R>)> = None;
                     for (record, time, diff) in data.drain(..) {
                         // Differential's updates are never before their
                         // message's time.
-                        let sums = pending.entry(time.max(least)).or_default();
+                        let time = time.max(least);
+                        let sums = match current {
+                            Some((at, sums)) if at == time => sums,
+                            _ => pending.entry(time).or_default(),
+                        };
                         match sums.get_mut(&record) {
                             Some(sum) => sum.plus_equals(&diff),
                             None => {
                                 sums.insert(record, diff);
                             }
                         }
+                        current = Some((time, sums));
                     }
                 });
                 let bound = frontiers[0].frontier().iter().min().copied();
