@@ -42,6 +42,11 @@ impl OutputRecord for HourlyKindCount {
     fn key_columns() -> usize {
         2
     }
+
+    /// Counted per key: one row each.
+    fn one_row_per_key() -> bool {
+        true
+    }
 }
 
 /// Counts events per (hour, kind), maintained incrementally: a late or

@@ -242,6 +242,22 @@ pub trait OutputRecord: differential_dataflow::ExchangeData {
     fn key_columns() -> usize {
         Self::columns().len()
     }
+    /// Whether a collection of these records holds at most one row per key
+    /// at any time, as a count or a reduce per key guarantees. A changelog
+    /// topic then needs no copy of the rows once it is up to date: a key's
+    /// new value is its inserted row, or a tombstone. Defaults to `false`.
+    fn one_row_per_key() -> bool {
+        false
+    }
+    /// The values of the key columns alone: `values()` cut to
+    /// [`OutputRecord::key_columns`]. A changelog topic computes them for
+    /// every update, so a record with many or costly columns may override
+    /// this to build only the key's.
+    fn key_values(&self) -> Vec<Value> {
+        let mut values = self.values();
+        values.truncate(Self::key_columns());
+        values
+    }
 }
 
 /// Dead letters as output rows: `source`, `position` (its display form,

@@ -326,6 +326,11 @@ impl OutputRecord for Verdict {
     fn key_columns() -> usize {
         5
     }
+
+    /// The verdicts reduce keeps one verdict per key.
+    fn one_row_per_key() -> bool {
+        true
+    }
 }
 
 pub use adflow::event::Identity;

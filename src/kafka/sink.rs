@@ -4,7 +4,11 @@
 //! the key's bytes), so every worker produces, each its own keys, and one
 //! key's messages keep their order. Once the input frontier passes a time,
 //! the sink applies that time's updates to the state it keeps per key and
-//! produces what changed through its worker's [`SharedProducer`]. The
+//! produces what changed through its worker's [`SharedProducer`]; an upsert
+//! sink keeps the records and renders a key's value as JSON only when it
+//! produces it, and one of records that hold one row per key
+//! ([`OutputRecord::one_row_per_key`]) keeps no state once the topic is up
+//! to date. The
 //! worker's loop flushes that producer once per frontier advance, for all
 //! of its sinks at once, and offsets are committed only once every worker
 //! has flushed past their results ([`Resume::emitted_through`]).
@@ -24,12 +28,13 @@ use std::time::Duration;
 
 use differential_dataflow::collection::VecCollection;
 use differential_dataflow::consolidation::consolidate;
+use differential_dataflow::{Data, ExchangeData};
 use serde::Deserialize;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::{Capability, Probe};
-use timely::dataflow::ProbeHandle;
+use timely::dataflow::{ProbeHandle, StreamVec};
 use xxhash_rust::xxh3::{xxh3_64, Xxh3DefaultBuilder};
 
 use super::resume::Resume;
@@ -181,7 +186,7 @@ pub(crate) fn sink_to_topic<'scope, D: OutputRecord>(
         TopicWriter::open(topic, mode, target, owner, producer, handle.clone())
             .map_err(|error| error.to_string())
     });
-    let mut core = match opened {
+    let core = match opened {
         Ok(writer) => Some(writer),
         Err(message) => {
             handle.record(SinkError::Kafka {
@@ -192,52 +197,109 @@ pub(crate) fn sink_to_topic<'scope, D: OutputRecord>(
             None
         }
     };
-    let to_key_owner = Exchange::new(
-        move |((key, _row), _time, _diff): &(Rendered, Time, isize)| key_owner(key, peers) as u64,
-    );
     let name = format!("Kafka sink: {topic}");
-    let closing = handle.clone();
-    render(collection, mode, &format!("{name}: render"))
-        .unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
-            to_key_owner,
-            &name,
-            move |capability, _info| {
-                let mut held: Option<Capability<Time>> = Some(capability);
-                move |(input, frontier), _output| {
-                    input.for_each(|_stamp, updates| {
-                        if let Some(core) = core.as_mut() {
-                            core.absorb(updates);
-                        }
-                        updates.clear();
-                    });
-                    let frontier = frontier.frontier().as_option().copied();
-                    if let Some(core) = core.as_mut() {
-                        core.advance(frontier);
-                    }
-                    // The capability follows the input frontier only after
-                    // the sink has produced what came before it.
-                    if follow_frontier(&mut held, frontier) {
-                        closing.close();
-                    }
-                }
-            },
-        )
-        .probe_with(probe);
+    let written = match mode {
+        // Upserts keep the records themselves and render a key's value
+        // once, when it is produced: a changed row's retraction needs no
+        // rendering, only its key.
+        ChangelogMode::Upsert => {
+            let key_keys = key_json_keys::<D>();
+            let keyed = finalize(collection, mode, &format!("{name}: keys"), move |record| {
+                let mut key = Vec::new();
+                push_object(&mut key, &key_keys, &record.key_values());
+                (key, record)
+            });
+            write(
+                keyed,
+                peers,
+                &name,
+                core,
+                handle.clone(),
+                TopicWriter::absorb_upserts,
+            )
+        }
+        ChangelogMode::RawDiff => {
+            let row_keys = json_keys(&D::columns());
+            let key_keys = key_json_keys::<D>();
+            let rendered = finalize(
+                collection,
+                mode,
+                &format!("{name}: render"),
+                move |record| {
+                    let values = record.values();
+                    let mut key = Vec::new();
+                    push_object(&mut key, &key_keys, &values);
+                    let mut row = Vec::new();
+                    push_object(&mut row, &row_keys, &values);
+                    (key, row)
+                },
+            );
+            write(
+                rendered,
+                peers,
+                &name,
+                core,
+                handle.clone(),
+                TopicWriter::absorb_diffs,
+            )
+        }
+    };
+    written.probe_with(probe);
     handle
 }
 
-/// Renders each update of `collection` as its message key and row, on the
+/// Hands `updates` (each a message key and what the writer needs of the
+/// record) to the worker that owns the key, and there to `core`'s
+/// `absorb`; advances `core` with the input frontier.
+fn write<'scope, D: OutputRecord, V: ExchangeData>(
+    updates: StreamVec<'scope, Time, ((Vec<u8>, V), Time, isize)>,
+    peers: usize,
+    name: &str,
+    mut core: Option<TopicWriter<D>>,
+    closing: SinkHandle,
+    absorb: fn(&mut TopicWriter<D>, &mut Vec<((Vec<u8>, V), Time, isize)>),
+) -> StreamVec<'scope, Time, ()> {
+    let to_key_owner = Exchange::new(
+        move |((key, _), _time, _diff): &((Vec<u8>, V), Time, isize)| key_owner(key, peers) as u64,
+    );
+    updates.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+        to_key_owner,
+        name,
+        move |capability, _info| {
+            let mut held: Option<Capability<Time>> = Some(capability);
+            move |(input, frontier), _output| {
+                input.for_each(|_stamp, updates| {
+                    if let Some(core) = core.as_mut() {
+                        absorb(core, updates);
+                    }
+                    updates.clear();
+                });
+                let frontier = frontier.frontier().as_option().copied();
+                if let Some(core) = core.as_mut() {
+                    core.advance(frontier);
+                }
+                // The capability follows the input frontier only after
+                // the sink has produced what came before it.
+                if follow_frontier(&mut held, frontier) {
+                    closing.close();
+                }
+            }
+        },
+    )
+}
+
+/// Hands on each update of `collection` as `prepare` makes it, on the
 /// worker that has it, once its time is final. In upsert mode the updates
-/// of every time that became final at once are consolidated first: only
-/// the last value of a key is produced, so the values a key took in
-/// between (a retraction and an insertion per time) need no rendering.
-fn render<'scope, D: OutputRecord>(
+/// of every time that became final at once are consolidated first, under
+/// the last of those times: only the last value of a key is produced, so
+/// the values a key took in between (a retraction and an insertion per
+/// time) need no work.
+fn finalize<'scope, D: OutputRecord, O: Data>(
     collection: VecCollection<'scope, Time, D, isize>,
     mode: ChangelogMode,
     name: &str,
-) -> timely::dataflow::StreamVec<'scope, Time, (Rendered, Time, isize)> {
-    let row_keys = json_keys(&D::columns());
-    let key_keys = key_json_keys::<D>();
+    prepare: impl Fn(D) -> O + 'static,
+) -> StreamVec<'scope, Time, (O, Time, isize)> {
     collection
         .inner
         .unary_frontier(Pipeline, name, move |capability, _info| {
@@ -263,12 +325,7 @@ fn render<'scope, D: OutputRecord>(
                     for (time, mut updates) in batches {
                         consolidate(&mut updates);
                         for (record, diff) in updates {
-                            let values = record.values();
-                            let mut key = Vec::new();
-                            push_object(&mut key, &key_keys, &values);
-                            let mut row = Vec::new();
-                            push_object(&mut row, &row_keys, &values);
-                            session.give(((key, row), time, diff));
+                            session.give((prepare(record), time, diff));
                         }
                     }
                 }
@@ -327,8 +384,9 @@ impl Owner {
 }
 
 /// One worker's side of a Kafka sink: the state of the keys it owns, and
-/// what the topic holds for them. Rows and keys are JSON objects.
-struct TopicWriter {
+/// what the topic holds for them. Keys are JSON objects, and so are rows
+/// once rendered.
+struct TopicWriter<D> {
     topic: String,
     mode: ChangelogMode,
     handle: SinkHandle,
@@ -336,10 +394,14 @@ struct TopicWriter {
     producer: Rc<SharedProducer>,
     /// Messages produced since the producer's last flush.
     unflushed: Rc<Cell<u64>>,
-    /// Updates not yet final, by time.
-    pending: BTreeMap<Time, Vec<(Rendered, isize)>>,
-    /// Upsert: the rows each key holds (consolidated).
-    records: KeyMap<Vec<(Vec<u8>, isize)>>,
+    /// The `"name":` prefixes of the columns, to render rows.
+    row_keys: Vec<Vec<u8>>,
+    /// Upsert: updates not yet final, by time.
+    pending_records: BTreeMap<Time, Vec<((Vec<u8>, D), isize)>>,
+    /// Raw diff: rendered updates not yet final, by time.
+    pending_rows: BTreeMap<Time, Vec<(Rendered, isize)>>,
+    /// Upsert: the records each key holds (consolidated).
+    records: KeyMap<Vec<(D, isize)>>,
     /// The topic has been reconciled with the state. From then on every
     /// change is produced as it becomes final, so the topic's contents
     /// below are no longer needed (and are dropped).
@@ -364,7 +426,7 @@ struct RawDiffMessage<'a> {
     diff: i64,
 }
 
-impl TopicWriter {
+impl<D: OutputRecord> TopicWriter<D> {
     fn open(
         topic: &str,
         mode: ChangelogMode,
@@ -372,7 +434,7 @@ impl TopicWriter {
         owner: Owner,
         producer: Rc<SharedProducer>,
         handle: SinkHandle,
-    ) -> Result<TopicWriter, KafkaError> {
+    ) -> Result<TopicWriter<D>, KafkaError> {
         let mut writer = TopicWriter {
             topic: topic.to_owned(),
             mode,
@@ -380,7 +442,9 @@ impl TopicWriter {
             resume: Arc::clone(&target.resume),
             unflushed: producer.register(topic, &handle),
             producer,
-            pending: BTreeMap::new(),
+            row_keys: json_keys(&D::columns()),
+            pending_records: BTreeMap::new(),
+            pending_rows: BTreeMap::new(),
             records: KeyMap::default(),
             reconciled: false,
             topic_values: KeyMap::default(),
@@ -416,24 +480,38 @@ impl TopicWriter {
         Ok(writer)
     }
 
-    fn absorb(&mut self, updates: &mut Vec<(Rendered, Time, isize)>) {
+    fn absorb_upserts(&mut self, updates: &mut Vec<((Vec<u8>, D), Time, isize)>) {
+        for (keyed, time, diff) in updates.drain(..) {
+            self.pending_records
+                .entry(time)
+                .or_default()
+                .push((keyed, diff));
+        }
+    }
+
+    fn absorb_diffs(&mut self, updates: &mut Vec<(Rendered, Time, isize)>) {
         for (rendered, time, diff) in updates.drain(..) {
-            self.pending.entry(time).or_default().push((rendered, diff));
+            self.pending_rows
+                .entry(time)
+                .or_default()
+                .push((rendered, diff));
         }
     }
 
     /// Applies, and once reconciled produces, every update before
     /// `frontier` (`None`: all). The worker's loop flushes.
     fn advance(&mut self, frontier: Option<Time>) {
-        let ready = take_ready(&mut self.pending, frontier);
         match self.mode {
             // Upserts: one message per changed key for everything that
             // became final, not one per time. A compacted topic keeps only
             // the last value anyway, and a key that changes every tick would
             // otherwise cost a message per tick.
-            ChangelogMode::Upsert => self.apply_upserts(ready.into_values().flatten().collect()),
+            ChangelogMode::Upsert => {
+                let ready = take_ready(&mut self.pending_records, frontier);
+                self.apply_upserts(ready.into_values().flatten().collect());
+            }
             ChangelogMode::RawDiff => {
-                for (time, updates) in ready {
+                for (time, updates) in take_ready(&mut self.pending_rows, frontier) {
                     self.apply_diffs(time, updates);
                 }
             }
@@ -453,15 +531,19 @@ impl TopicWriter {
     /// every key they change. After consolidation a key changes only if its
     /// multiset of rows does, so its new value always differs from the one
     /// last produced.
-    fn apply_upserts(&mut self, mut updates: Vec<(Rendered, isize)>) {
+    fn apply_upserts(&mut self, mut updates: Vec<((Vec<u8>, D), isize)>) {
         consolidate(&mut updates);
+        if self.reconciled && D::one_row_per_key() {
+            self.produce_upserts(updates);
+            return;
+        }
         // Consolidation sorted the updates by key: one lookup per key.
         let mut updates = updates.into_iter().peekable();
-        while let Some(((key, row), diff)) = updates.next() {
+        while let Some(((key, record), diff)) = updates.next() {
             let records = self.records.entry(key.clone()).or_default();
-            records.push((row, diff));
-            while let Some(((_, row), diff)) = updates.next_if(|((next, _), _)| *next == key) {
-                records.push((row, diff));
+            records.push((record, diff));
+            while let Some(((_, record), diff)) = updates.next_if(|((next, _), _)| *next == key) {
+                records.push((record, diff));
             }
             consolidate(records);
             if records.is_empty() {
@@ -471,6 +553,42 @@ impl TopicWriter {
                 let value = self.value_of(&key);
                 self.send(&key, value.as_deref());
             }
+        }
+    }
+
+    /// Produces the new value of every key that consolidated `updates`
+    /// (sorted by key) change, for records of one row per key and a topic
+    /// already up to date: the row a key gains, or a tombstone if it gains
+    /// none. No rows are kept.
+    fn produce_upserts(&mut self, updates: Vec<((Vec<u8>, D), isize)>) {
+        let mut updates = updates.into_iter().peekable();
+        while let Some(((key, record), diff)) = updates.next() {
+            let mut inserted = Vec::new();
+            if diff > 0 {
+                inserted.push((record, diff));
+            }
+            while let Some(((_, record), diff)) = updates.next_if(|((next, _), _)| *next == key) {
+                if diff > 0 {
+                    inserted.push((record, diff));
+                }
+            }
+            let value = match inserted.as_slice() {
+                [] => None,
+                [(record, 1)] => {
+                    let mut row = Vec::new();
+                    push_object(&mut row, &self.row_keys, &record.values());
+                    Some(row)
+                }
+                _ => {
+                    self.record(format!(
+                        "key {} gained {} rows at once, but its records hold one row per key",
+                        String::from_utf8_lossy(&key),
+                        inserted.len()
+                    ));
+                    continue;
+                }
+            };
+            self.send(&key, value.as_deref());
         }
     }
 
@@ -519,6 +637,10 @@ impl TopicWriter {
             }
         }
         self.reconciled = true;
+        if D::one_row_per_key() {
+            // From now on a key's new value is the row it gains.
+            self.records = KeyMap::default();
+        }
         self.resume.sink_reconciled();
     }
 
@@ -526,25 +648,27 @@ impl TopicWriter {
     /// (tombstone) when it holds none.
     fn value_of(&self, key: &[u8]) -> Option<Vec<u8>> {
         let records = self.records.get(key)?;
-        let mut rows: Vec<&[u8]> = Vec::new();
-        for (row, count) in records {
-            if *count < 0 {
-                self.record(format!(
+        let mut rows: Vec<(Vec<u8>, usize)> = Vec::with_capacity(records.len());
+        for (record, count) in records {
+            let mut row = Vec::new();
+            push_object(&mut row, &self.row_keys, &record.values());
+            match usize::try_from(*count) {
+                Ok(copies) => rows.push((row, copies)),
+                Err(_) => self.record(format!(
                     "row {} has multiplicity {count}",
-                    String::from_utf8_lossy(row)
-                ));
-                continue;
-            }
-            for _ in 0..*count {
-                rows.push(row);
+                    String::from_utf8_lossy(&row)
+                )),
             }
         }
-        match rows.as_slice() {
+        match rows.as_mut_slice() {
             [] => None,
-            [row] => Some(row.to_vec()),
+            [(row, 1)] => Some(std::mem::take(row)),
             _ => {
                 let mut array = vec![b'['];
-                for (index, row) in rows.iter().enumerate() {
+                let copies = rows
+                    .iter()
+                    .flat_map(|(row, copies)| std::iter::repeat_n(row, *copies));
+                for (index, row) in copies.enumerate() {
                     if index > 0 {
                         array.push(b',');
                     }

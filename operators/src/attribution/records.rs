@@ -329,6 +329,11 @@ impl OutputRecord for CampaignDayAttribution {
     fn key_columns() -> usize {
         4
     }
+
+    /// Counted per key: one row each.
+    fn one_row_per_key() -> bool {
+        true
+    }
 }
 
 /// Revenue and micro-conversions summed as a differential *difference*, so

@@ -294,13 +294,8 @@ impl OutputRecord for MetricsRow {
     }
 
     fn values(&self) -> Vec<Value> {
-        vec![
-            Value::Text(self.granularity.as_str().to_owned()),
-            Value::Time(self.bucket),
-            Value::from(self.campaign_id),
-            Value::from(self.ad_id),
-            Value::Text(self.country.as_str().to_owned()),
-            Value::Text(self.device_type.as_str().to_owned()),
+        let mut values = self.key_values();
+        values.extend([
             Value::I64(self.impressions),
             Value::I64(self.invalid_impressions),
             Value::I64(self.clicks),
@@ -315,11 +310,31 @@ impl OutputRecord for MetricsRow {
             ratio_value(self.cpm()),
             ratio_value(self.cpa()),
             ratio_value(self.roas()),
-        ]
+        ]);
+        values
     }
 
     /// One row per granularity, bucket, campaign, ad, country and device type.
     fn key_columns() -> usize {
         6
+    }
+
+    /// Counted per key: one row each.
+    fn one_row_per_key() -> bool {
+        true
+    }
+
+    /// Built with room for the other columns, which `values` appends.
+    fn key_values(&self) -> Vec<Value> {
+        let mut values = Vec::with_capacity(20);
+        values.extend([
+            Value::Text(self.granularity.as_str().to_owned()),
+            Value::Time(self.bucket),
+            Value::from(self.campaign_id),
+            Value::from(self.ad_id),
+            Value::Text(self.country.as_str().to_owned()),
+            Value::Text(self.device_type.as_str().to_owned()),
+        ]);
+        values
     }
 }
