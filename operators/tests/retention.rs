@@ -66,6 +66,7 @@ fn run_retiring(
     updates: &[(Pair, Time, isize)],
     batch: usize,
     workers: usize,
+    lagging_reader: bool,
 ) -> Vec<(Pair, Time, isize)> {
     use adflow_operators::retention::RetireArrangedExt;
     use differential_dataflow::input::Input;
@@ -82,14 +83,18 @@ fn run_retiring(
         .unwrap_or(0);
     timely::execute(timely::Config::process(workers), move |worker| {
         let sink = Arc::clone(&sink);
-        let (mut input, probe) = worker.dataflow::<Time, _, _>(|scope| {
+        let (mut input, probe, lagging) = worker.dataflow::<Time, _, _>(|scope| {
             let (input, pairs) = scope.new_collection::<Pair, isize>();
             let arranged = pairs.arrange_by_key_retiring_named("Test", pair_expiry);
             let (probe, _) = arranged.stream.clone().probe();
+            // A second reader of the trace that never advances holds its
+            // compaction back: retirement then reads every record's
+            // history, not one accumulated update per record.
+            let lagging = lagging_reader.then(|| arranged.trace.clone());
             arranged
                 .as_collection(|key, value| (*key, *value))
                 .inspect(move |update| sink.lock().unwrap().push(*update));
-            (input, probe)
+            (input, probe, lagging)
         });
         for chunk in updates.chunks(batch) {
             if worker.index() == 0 {
@@ -110,6 +115,7 @@ fn run_retiring(
             input.flush();
             worker.step_while(|| probe.less_than(input.time()));
         }
+        drop(lagging);
     })
     .expect("timely runs");
     let seen = seen.lock().unwrap().clone();
@@ -125,7 +131,7 @@ fn run_retiring(
 fn records_left_with_negative_counts_are_retired_too() {
     for workers in [1, 2] {
         let updates = vec![((0, 1_000), 1_000, 1), ((5, 2_000), 2_000, -1)];
-        let seen = run_retiring(&updates, 1, workers);
+        let seen = run_retiring(&updates, 1, workers, false);
         let mut totals = std::collections::BTreeMap::<Pair, isize>::new();
         for (pair, time, diff) in &seen {
             assert!(
@@ -151,22 +157,27 @@ proptest! {
 
     #[test]
     fn retiring_arrangement_retires_every_record_once_at_or_after_its_expiry(
-        records in proptest::collection::vec((0u8..6, 0u64..900_000, proptest::option::of(0u64..200_000)), 1..80),
+        records in proptest::collection::vec(
+            (0u8..6, 0u64..900_000, 1isize..=2, proptest::option::of(0u64..200_000)),
+            1..80,
+        ),
         batch in 1usize..25,
         workers in 1usize..=2,
+        lagging_reader in any::<bool>(),
     ) {
-        // Each record arrives at its value; some are deleted before they
-        // expire (the horizon's guarantee: no update at or after expiry).
+        // Each record arrives at its value, some as two identical copies
+        // (multiplicity 2); some are deleted (one copy) before they expire
+        // (the horizon's guarantee: no update at or after expiry).
         let mut updates = Vec::new();
-        for (key, value, deleted_after) in &records {
-            updates.push(((*key, *value), *value, 1));
+        for (key, value, copies, deleted_after) in &records {
+            updates.push(((*key, *value), *value, *copies));
             if let Some(after) = deleted_after {
                 let at = value + after % (pair_expiry(key, value) - value);
                 updates.push(((*key, *value), at, -1));
             }
         }
         updates.sort_by_key(|(_, time, _)| *time);
-        let seen = run_retiring(&updates, batch, workers);
+        let seen = run_retiring(&updates, batch, workers, lagging_reader);
 
         // What came out beyond the input is the retirement.
         let mut retirement = std::collections::BTreeMap::<(Pair, Time), isize>::new();
