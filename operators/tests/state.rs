@@ -1,6 +1,7 @@
 //! State stays bounded on an endless stream: the whole pipeline (`analyze`)
 //! over adgen traffic at a constant rate, with the streaming horizon, holds
-//! as many arranged updates after six simulated weeks as after two; without
+//! as many arranged updates after six simulated weeks as after two, on 1
+//! and 2 workers; without
 //! a horizon (a backfill) the same measure grows with the stream, which
 //! shows it sees the state. See docs/operators.md, "Bounded state".
 //!
@@ -45,9 +46,10 @@ fn traffic(days: i64) -> Vec<Event> {
         .collect()
 }
 
-/// The arranged updates at each day boundary, feeding `events` in arrival
-/// order on one worker.
-fn arranged_per_day(events: &[Event], time: TimeConfig) -> Vec<i64> {
+/// The arranged updates at each day boundary, summed over `workers`,
+/// feeding `events` in arrival order from worker 0 (every worker advances
+/// its input with the same clock, so all sample at the same boundaries).
+fn arranged_per_day(events: &[Event], time: TimeConfig, workers: usize) -> Vec<i64> {
     // Short windows, so the steady state is reached within the first week:
     // state is bounded by the longest window plus the horizon.
     let config = AnalyticsConfig {
@@ -60,9 +62,9 @@ fn arranged_per_day(events: &[Event], time: TimeConfig) -> Vec<i64> {
     }
     .with_horizon_of(&time);
     let events = events.to_vec();
-    let samples = Arc::new(Mutex::new(Vec::new()));
+    let samples = Arc::new(Mutex::new(Vec::<i64>::new()));
     let result = Arc::clone(&samples);
-    timely::execute(timely::Config::thread(), move |worker| {
+    timely::execute(timely::Config::process(workers), move |worker| {
         let state = ArrangedState::install(worker);
         let probe = ProbeHandle::new();
         let mut input = worker.dataflow::<Time, _, _>(|scope| {
@@ -77,10 +79,10 @@ fn arranged_per_day(events: &[Event], time: TimeConfig) -> Vec<i64> {
         for chunk in events.chunks(500) {
             for event in chunk {
                 match clock.admit(event.ts) {
-                    Admission::OnTime(at) | Admission::Correction(at) => {
+                    Admission::OnTime(at) | Admission::Correction(at) if worker.index() == 0 => {
                         input.update_at(*event, at, 1)
                     }
-                    Admission::Late => {}
+                    Admission::OnTime(_) | Admission::Correction(_) | Admission::Late => {}
                 }
             }
             if let Some(watermark) = clock.advance() {
@@ -94,7 +96,12 @@ fn arranged_per_day(events: &[Event], time: TimeConfig) -> Vec<i64> {
                 samples.push(state.counts(worker).total());
             }
         }
-        *result.lock().unwrap_or_else(|e| e.into_inner()) = samples;
+        let mut result = result.lock().unwrap_or_else(|e| e.into_inner());
+        let days = result.len().max(samples.len());
+        result.resize(days, 0);
+        for (total, sample) in result.iter_mut().zip(samples) {
+            *total += sample;
+        }
     })
     .and_then(|guards| {
         guards
@@ -128,13 +135,24 @@ fn arranged_state_stays_flat_with_a_horizon_and_grows_without() {
         ..stream
     };
     let (short, long) = (traffic(14), traffic(42));
+    for workers in [1, 2] {
+        assert_bounded_with_a_horizon(&short, &long, stream, backfill, workers);
+    }
+}
 
-    let bounded_short = last_week(&arranged_per_day(&short, stream));
-    let bounded_long = last_week(&arranged_per_day(&long, stream));
-    let unbounded_short = last_week(&arranged_per_day(&short, backfill));
-    let unbounded_long = last_week(&arranged_per_day(&long, backfill));
+fn assert_bounded_with_a_horizon(
+    short: &[Event],
+    long: &[Event],
+    stream: TimeConfig,
+    backfill: TimeConfig,
+    workers: usize,
+) {
+    let bounded_short = last_week(&arranged_per_day(short, stream, workers));
+    let bounded_long = last_week(&arranged_per_day(long, stream, workers));
+    let unbounded_short = last_week(&arranged_per_day(short, backfill, workers));
+    let unbounded_long = last_week(&arranged_per_day(long, backfill, workers));
     println!(
-        "arranged updates, mean of the last week: horizon 1 day: {bounded_short} over 2 weeks, {bounded_long} over 6 weeks; \
+        "{workers} worker(s), arranged updates, mean of the last week: horizon 1 day: {bounded_short} over 2 weeks, {bounded_long} over 6 weeks; \
          no horizon: {unbounded_short} over 2 weeks, {unbounded_long} over 6 weeks"
     );
     assert!(bounded_short > 0);
@@ -142,11 +160,11 @@ fn arranged_state_stays_flat_with_a_horizon_and_grows_without() {
     // runs' last weeks carry different traffic and anomalies).
     assert!(
         bounded_long * 5 <= bounded_short * 6,
-        "state grew from {bounded_short} to {bounded_long}"
+        "{workers} worker(s): state grew from {bounded_short} to {bounded_long}"
     );
     // Without a horizon it grows with the stream: the measure sees the state.
     assert!(
         unbounded_long >= 2 * unbounded_short,
-        "{unbounded_short} → {unbounded_long}"
+        "{workers} worker(s): {unbounded_short} → {unbounded_long}"
     );
 }
