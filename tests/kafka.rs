@@ -289,6 +289,48 @@ fn round_trip_agrees_with_the_file_pipeline_and_dead_letters_malformed_messages(
     assert_eq!(summary.run.dead_letters.total(), bad.len() as u64);
 }
 
+/// An upsert topic of one row per key is exact even when a key's old row
+/// and new row reach the sink from different workers: here every count is
+/// sent to the worker its value picks, so a count's retraction and its
+/// successor (one more) are usually on different workers.
+#[test]
+fn one_row_per_key_upserts_are_exact_when_a_keys_updates_come_from_several_workers() {
+    use differential_dataflow::collection::AsCollection;
+    use timely::dataflow::operators::Exchange;
+
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let brokers = cluster.bootstrap_servers();
+    cluster.create_topic("events", 4, 1).expect("topic");
+    let lines = adgen_lines(20_000, 6 * HOUR_MS);
+    produce(&brokers, "events", &lines, None);
+
+    let summary = KafkaPipeline::new(source(&brokers, "events", "scattered"))
+        .time(stream_time())
+        .workers(2)
+        .run(|_scope, streams, outputs| {
+            let scattered = hourly_kind_counts(streams.events)
+                .inner
+                .exchange(|(row, _time, _diff)| row.count.unsigned_abs())
+                .as_collection();
+            outputs.sink(scattered, "counts", ChangelogMode::Upsert, &streams.probe);
+        })
+        .expect("kafka pipeline");
+    assert_sinks_ok(&summary);
+
+    let expected = counts_from_files(&lines);
+    assert!(!expected.is_empty());
+    let counts: BTreeMap<(i64, EventKind), i64> = topic_state(&brokers, "counts")
+        .values()
+        .map(|value| {
+            let hour = adflow::timestamp::parse_rfc3339(value["hour"].as_str().unwrap_or(""))
+                .expect("an RFC 3339 hour");
+            let kind = EventKind::parse(value["kind"].as_str().unwrap_or("")).expect("a kind");
+            ((hour, kind), value["count"].as_i64().expect("a count"))
+        })
+        .collect();
+    assert_eq!(counts, expected);
+}
+
 fn assert_sinks_ok(summary: &KafkaSummary) {
     assert!(summary.errors.is_empty(), "{:?}", summary.errors);
     for (topic, report) in &summary.sinks {

@@ -202,15 +202,24 @@ pub(crate) fn sink_to_topic<'scope, D: OutputRecord>(
         // Upserts keep the records themselves and render a key's value
         // once, when it is produced: a changed row's retraction needs no
         // rendering, only its key.
+        //
+        // Every update keeps its own time on the way to its key's owner,
+        // which consolidates a key's updates over all the times that
+        // became final at once: it sees them all, whichever worker they
+        // came from, so a key of one row per key gains at most one row.
+        // (Consolidating across times before the exchange would stamp them
+        // with the last time each sending worker had ready, which differs
+        // between workers: a key's new row and its old row's retraction
+        // could then reach the owner in different advances.)
         ChangelogMode::Upsert => {
             let key_keys = key_json_keys::<D>();
-            let keyed = finalize(collection, mode, &format!("{name}: keys"), move |record| {
+            let keyed = collection.map(move |record| {
                 let mut key = Vec::new();
                 push_object(&mut key, &key_keys, &record.key_values());
                 (key, record)
             });
             write(
-                keyed,
+                keyed.inner,
                 peers,
                 &name,
                 core,
@@ -221,19 +230,14 @@ pub(crate) fn sink_to_topic<'scope, D: OutputRecord>(
         ChangelogMode::RawDiff => {
             let row_keys = json_keys(&D::columns());
             let key_keys = key_json_keys::<D>();
-            let rendered = finalize(
-                collection,
-                mode,
-                &format!("{name}: render"),
-                move |record| {
-                    let values = record.values();
-                    let mut key = Vec::new();
-                    push_object(&mut key, &key_keys, &values);
-                    let mut row = Vec::new();
-                    push_object(&mut row, &row_keys, &values);
-                    (key, row)
-                },
-            );
+            let rendered = render(collection, &format!("{name}: render"), move |record| {
+                let values = record.values();
+                let mut key = Vec::new();
+                push_object(&mut key, &key_keys, &values);
+                let mut row = Vec::new();
+                push_object(&mut row, &row_keys, &values);
+                (key, row)
+            });
             write(
                 rendered,
                 peers,
@@ -288,15 +292,10 @@ fn write<'scope, D: OutputRecord, V: ExchangeData>(
     )
 }
 
-/// Hands on each update of `collection` as `prepare` makes it, on the
-/// worker that has it, once its time is final. In upsert mode the updates
-/// of every time that became final at once are consolidated first, under
-/// the last of those times: only the last value of a key is produced, so
-/// the values a key took in between (a retraction and an insertion per
-/// time) need no work.
-fn finalize<'scope, D: OutputRecord, O: Data>(
+/// Hands on each update of `collection` as `prepare` renders it, on the
+/// worker that has it, once its time is final, consolidated per time.
+fn render<'scope, D: OutputRecord, O: Data>(
     collection: VecCollection<'scope, Time, D, isize>,
-    mode: ChangelogMode,
     name: &str,
     prepare: impl Fn(D) -> O + 'static,
 ) -> StreamVec<'scope, Time, (O, Time, isize)> {
@@ -313,16 +312,9 @@ fn finalize<'scope, D: OutputRecord, O: Data>(
                 });
                 let frontier = frontier.frontier().as_option().copied();
                 let ready = take_ready(&mut pending, frontier);
-                if let (Some(held), Some(last)) = (held.as_ref(), ready.keys().next_back().copied())
-                {
-                    let batches = match mode {
-                        ChangelogMode::Upsert => {
-                            vec![(last, ready.into_values().flatten().collect::<Vec<_>>())]
-                        }
-                        ChangelogMode::RawDiff => ready.into_iter().collect(),
-                    };
+                if let Some(held) = held.as_ref().filter(|_| !ready.is_empty()) {
                     let mut session = output.session(held);
-                    for (time, mut updates) in batches {
+                    for (time, mut updates) in ready {
                         consolidate(&mut updates);
                         for (record, diff) in updates {
                             session.give((prepare(record), time, diff));
