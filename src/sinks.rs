@@ -243,7 +243,7 @@ pub trait OutputRecord: differential_dataflow::ExchangeData {
         Self::columns().len()
     }
     /// Whether a collection of these records holds at most one row per key
-    /// at any time, as a count or a reduce per key guarantees. A changelog
+    /// at every time, as a count or a reduce per key guarantees. A changelog
     /// topic then needs no copy of the rows once it is up to date: a key's
     /// new value is its inserted row, or a tombstone. Defaults to `false`.
     fn one_row_per_key() -> bool {

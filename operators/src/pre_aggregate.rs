@@ -9,7 +9,14 @@
 //! front of the arrangement then carries one update per record and time
 //! instead of one per event. The table of a time is handed on once the
 //! input frontier has passed that time, which is also when the arrangement
-//! downstream would first have published it: no result comes later.
+//! downstream would first have published it: results wait for one more
+//! hop of the updates (the exchange behind this operator), not for any
+//! later time.
+//!
+//! The tables hash with [`PrehashedHasher`](adflow::hashing::PrehashedHasher)
+//! (FxHash): fast on keys built from ids and small fields, but not for
+//! records an adversary picks freely (raw strings from input), which could
+//! make one table's lookups slow.
 
 use std::collections::BTreeMap;
 use std::hash::Hash;

@@ -4,11 +4,13 @@
 //! the key's bytes), so every worker produces, each its own keys, and one
 //! key's messages keep their order. Once the input frontier passes a time,
 //! the sink applies that time's updates to the state it keeps per key and
-//! produces what changed through its worker's [`SharedProducer`]; an upsert
-//! sink keeps the records and renders a key's value as JSON only when it
-//! produces it, and one of records that hold one row per key
-//! ([`OutputRecord::one_row_per_key`]) keeps no state once the topic is up
-//! to date. The
+//! produces what changed through its worker's [`SharedProducer`]. An upsert
+//! sink sends each update with only its key rendered, consolidates a key's
+//! updates over every time that became final at once, keeps the records,
+//! and renders a key's value as JSON only when it produces it; one of
+//! records that hold one row per key ([`OutputRecord::one_row_per_key`])
+//! keeps no state once the topic is up to date. A raw-diff sink renders
+//! each update where it is. The
 //! worker's loop flushes that producer once per frontier advance, for all
 //! of its sinks at once, and offsets are committed only once every worker
 //! has flushed past their results ([`Resume::emitted_through`]).
@@ -572,10 +574,13 @@ impl<D: OutputRecord> TopicWriter<D> {
                     Some(row)
                 }
                 _ => {
+                    // The type's promise is broken: without the key's other
+                    // rows its value is unknown, so the error is reported
+                    // (the run ends with it) and the key left as it was.
+                    let copies: isize = inserted.iter().map(|(_, copies)| copies).sum();
                     self.record(format!(
-                        "key {} gained {} rows at once, but its records hold one row per key",
+                        "key {} gained {copies} rows at once, but its records hold one row per key",
                         String::from_utf8_lossy(&key),
-                        inserted.len()
                     ));
                     continue;
                 }

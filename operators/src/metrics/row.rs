@@ -123,6 +123,11 @@ pub struct MetricsKey {
 /// assert_eq!(row.roas(), Some(3.0));
 /// let idle = MetricsRow::new(Granularity::Hour, key, Counters { impressions: 3, ..Counters::default() });
 /// assert_eq!((idle.cvr(), idle.cpc(), idle.roas()), (None, None, None));
+///
+/// // As an output: one value per column, the key's first.
+/// use adflow::sinks::OutputRecord;
+/// assert_eq!(row.values().len(), MetricsRow::columns().len());
+/// assert_eq!(row.key_values(), row.values()[..MetricsRow::key_columns()]);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct MetricsRow {
@@ -267,6 +272,9 @@ fn ratio_value(value: Option<f64>) -> Value {
 /// `invalid_impressions`, `clicks`, `valid_clicks`, `invalid_clicks`,
 /// `conversions_micros`), money (`revenue`, `cost`), and the ratios (`ctr`,
 /// `cvr`, `cpc`, `cpm`, `cpa`, `roas`; null when undefined).
+/// How many columns [`MetricsRow`] renders.
+const METRICS_COLUMNS: usize = 20;
+
 impl OutputRecord for MetricsRow {
     fn columns() -> Vec<Column> {
         vec![
@@ -326,7 +334,7 @@ impl OutputRecord for MetricsRow {
 
     /// Built with room for the other columns, which `values` appends.
     fn key_values(&self) -> Vec<Value> {
-        let mut values = Vec::with_capacity(20);
+        let mut values = Vec::with_capacity(METRICS_COLUMNS);
         values.extend([
             Value::Text(self.granularity.as_str().to_owned()),
             Value::Time(self.bucket),
