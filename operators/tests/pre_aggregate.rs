@@ -1,7 +1,8 @@
 //! Pre-aggregation against its sequential twin, consolidation: on random
 //! streams (shuffled, batched, late corrections, deletions, 1 or more
 //! workers) the collection it hands on is the collection it was given, and
-//! each worker hands on each record and time at most once, never as zero.
+//! each worker hands on the sum of its own share once per record and time,
+//! never as zero.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -22,9 +23,10 @@ fn slice(event: &Event) -> Slice {
     (event.ts.div_euclid(HOUR_MS), event.kind, event.campaign_id)
 }
 
-/// Feeds `updates` from worker 0 in chunks of `batch`, advancing the input
-/// to each chunk's last time, and returns what every worker's
-/// pre-aggregation handed on, by worker.
+/// Feeds `updates` in chunks of `batch`, worker `i` of `n` the `n`-th
+/// updates from the `i`-th on, every worker advancing its input to each
+/// chunk's last time; returns what every worker's pre-aggregation handed
+/// on, by worker.
 fn handed_on(
     updates: &[(u8, Time, isize)],
     batch: usize,
@@ -43,17 +45,19 @@ fn handed_on(
                 .inspect(move |update| sink.lock().unwrap()[index].push(*update));
             input
         });
-        if index == 0 {
-            for chunk in updates.chunks(batch.max(1)) {
-                for (record, time, diff) in chunk {
+        let peers = worker.peers();
+        for (chunk_index, chunk) in updates.chunks(batch.max(1)).enumerate() {
+            let first = chunk_index * batch.max(1);
+            for (offset, (record, time, diff)) in chunk.iter().enumerate() {
+                if (first + offset) % peers == index {
                     input.update_at(*record, (*time).max(*input.time()), *diff);
                 }
-                if let Some((_, last, _)) = chunk.last() {
-                    input.advance_to((*last).max(*input.time()));
-                }
-                input.flush();
-                worker.step();
             }
+            if let Some((_, last, _)) = chunk.last() {
+                input.advance_to((*last).max(*input.time()));
+            }
+            input.flush();
+            worker.step();
         }
     })
     .unwrap();
@@ -85,19 +89,17 @@ proptest! {
     ) {
         updates.sort_by_key(|(_, time, _)| *time);
         let handed_on = handed_on(&updates, batch, workers);
-        // Input from worker 0 only: the other workers hand on nothing.
-        for other in &handed_on[1..] {
-            prop_assert!(other.is_empty());
+        // Each worker sums its own share, and nothing crosses workers.
+        for (worker, mut once) in handed_on.into_iter().enumerate() {
+            let mut sums = BTreeMap::new();
+            for (record, time, diff) in updates.iter().skip(worker).step_by(workers) {
+                *sums.entry((*record, *time)).or_insert(0) += diff;
+            }
+            sums.retain(|_, sum| *sum != 0);
+            once.sort();
+            let expected: Vec<(u8, Time, isize)> =
+                sums.into_iter().map(|((record, time), sum)| (record, time, sum)).collect();
+            prop_assert_eq!(once, expected, "worker {}", worker);
         }
-        let mut sums = BTreeMap::new();
-        for (record, time, diff) in &updates {
-            *sums.entry((*record, *time)).or_insert(0) += diff;
-        }
-        sums.retain(|_, sum| *sum != 0);
-        let mut once: Vec<(u8, Time, isize)> = handed_on[0].clone();
-        once.sort();
-        let expected: Vec<(u8, Time, isize)> =
-            sums.into_iter().map(|((record, time), sum)| (record, time, sum)).collect();
-        prop_assert_eq!(once, expected);
     }
 }
