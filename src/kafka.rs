@@ -44,7 +44,7 @@
 //! # Ok(()) }
 //! ```
 
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::rc::Rc;
@@ -271,6 +271,8 @@ pub struct KafkaOutputs {
     handles: Arc<Mutex<BTreeMap<String, SinkHandle>>>,
     /// This worker's producer, shared by its sinks; made by the first sink.
     producer: OnceCell<Result<Rc<SharedProducer>, String>>,
+    /// Without a Kafka sink: the last checkpoint, acknowledged at once.
+    unsent: Cell<Option<Time>>,
 }
 
 impl KafkaOutputs {
@@ -310,6 +312,24 @@ impl KafkaOutputs {
             probe,
             handle,
         )
+    }
+
+    /// Notes that this worker's sinks have sent every result before `time`.
+    fn checkpoint(&self, time: Time) {
+        match self.producer.get() {
+            Some(Ok(producer)) => producer.checkpoint(time),
+            // No Kafka sink: nothing to wait for.
+            _ => self.unsent.set(Some(time)),
+        }
+    }
+
+    /// The latest checkpoint whose messages the broker has all acknowledged
+    /// since the last call, without waiting.
+    fn acknowledged(&self) -> Option<Time> {
+        match self.producer.get() {
+            Some(Ok(producer)) => producer.acknowledged(),
+            _ => self.unsent.take(),
+        }
     }
 
     /// Waits until the broker has acknowledged every message this worker's
@@ -462,6 +482,7 @@ impl KafkaPipeline {
                 target: target.clone(),
                 handles: Arc::clone(&worker_handles),
                 producer: OnceCell::new(),
+                unsent: Cell::new(None),
             };
             let (mut events_in, mut dead_in, probe) = worker.dataflow::<Time, _, _>(|scope| {
                 let (inputs, streams) = Streams::new(scope);
@@ -568,11 +589,16 @@ impl KafkaPipeline {
                     paced_to = watermark;
                 }
                 worker.step();
-                // One flush per advance acknowledges every sink's messages.
+                // One checkpoint per advance; a time counts as emitted once
+                // the broker has acknowledged every message sent before its
+                // checkpoint. The worker does not wait for that: it goes on
+                // reading and computing while the broker answers.
                 let passed = probe.with_frontier(|frontier| frontier.first().copied());
                 if let Some(time) = passed.filter(|time| *time > produced) {
                     produced = time;
-                    outputs.flush();
+                    outputs.checkpoint(time);
+                }
+                if let Some(time) = outputs.acknowledged() {
                     resume.emitted(worker.index(), time);
                 }
                 if let Some(progress) = on_progress.as_ref().filter(|_| worker.index() == 0) {

@@ -23,7 +23,7 @@
 //! partial value and never counts an update twice.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,10 +80,20 @@ pub(crate) struct SharedProducer {
     producer: MessageProducer,
     resume: Arc<Resume>,
     /// Every sink of the worker: its topic, its report, and the messages
-    /// it produced since the last flush.
+    /// it produced since the last checkpoint.
     sinks: RefCell<Vec<(String, SinkHandle, Rc<Cell<u64>>)>>,
+    /// Checkpoints whose messages are not all acknowledged yet, oldest first.
+    checkpoints: RefCell<VecDeque<Checkpoint>>,
     /// A message was refused: nothing more is produced.
     failed: Cell<bool>,
+}
+
+/// Every result before `time` has been sent: as the first `sent` messages,
+/// `rows[i]` of them by sink `i`.
+struct Checkpoint {
+    time: Time,
+    sent: u64,
+    rows: Vec<u64>,
 }
 
 impl SharedProducer {
@@ -92,6 +102,7 @@ impl SharedProducer {
             producer: MessageProducer::new(&target.brokers, &target.client)?,
             resume: Arc::clone(&target.resume),
             sinks: RefCell::new(Vec::new()),
+            checkpoints: RefCell::new(VecDeque::new()),
             failed: Cell::new(false),
         })
     }
@@ -122,22 +133,77 @@ impl SharedProducer {
         }
     }
 
-    /// Waits for the broker to acknowledge every message produced so far,
-    /// then counts them in their sinks' reports.
-    pub(crate) fn flush(&self) {
-        let sinks = self.sinks.borrow();
-        if self.failed() || sinks.iter().all(|(_, _, unflushed)| unflushed.get() == 0) {
-            return;
+    /// Notes that every result before `time` has been sent: once the broker
+    /// has acknowledged the messages sent so far,
+    /// [`SharedProducer::acknowledged`] returns `time`. The worker goes on
+    /// meanwhile; it does not wait for the broker.
+    pub(crate) fn checkpoint(&self, time: Time) {
+        let rows = self
+            .sinks
+            .borrow()
+            .iter()
+            .map(|(_, _, unflushed)| unflushed.replace(0))
+            .collect();
+        self.checkpoints.borrow_mut().push_back(Checkpoint {
+            time,
+            sent: self.producer.sent(),
+            rows,
+        });
+    }
+
+    /// Serves delivery reports without waiting; returns the latest
+    /// checkpoint whose messages the broker has all acknowledged since the
+    /// last call (`None`: none, or a message was refused, which fails the
+    /// sinks), and counts their rows in the sinks' reports.
+    pub(crate) fn acknowledged(&self) -> Option<Time> {
+        if self.failed() || self.checkpoints.borrow().is_empty() {
+            return None;
         }
+        let answered = self.producer.answered();
+        self.settle(|checkpoint| checkpoint.sent <= answered)
+    }
+
+    /// Waits for the broker to acknowledge every message produced so far;
+    /// returns the last checkpoint, as [`SharedProducer::acknowledged`].
+    pub(crate) fn flush(&self) -> Option<Time> {
+        if self.failed() {
+            return None;
+        }
+        let time = self
+            .checkpoints
+            .borrow()
+            .back()
+            .map_or(Time::MIN, |last| last.time);
+        self.checkpoint(time);
         let flushed = self.producer.flush(DELIVERY_TIMEOUT);
-        for (topic, handle, unflushed) in sinks.iter() {
-            let messages = unflushed.replace(0);
-            match &flushed {
-                Ok(()) => handle.add_rows(messages),
-                Err(error) if messages > 0 => self.fail(topic, handle, error.to_string()),
-                Err(_) => {}
+        self.settle(|_| flushed.is_ok())
+    }
+
+    /// Takes the oldest checkpoints while `answered` holds for them; on a
+    /// refused message fails every sink with rows in them.
+    fn settle(&self, answered: impl Fn(&Checkpoint) -> bool) -> Option<Time> {
+        let sinks = self.sinks.borrow();
+        let mut checkpoints = self.checkpoints.borrow_mut();
+        let mut latest = None;
+        while let Some(checkpoint) = checkpoints.pop_front() {
+            if !answered(&checkpoint) {
+                checkpoints.push_front(checkpoint);
+                break;
             }
+            let delivered = self.producer.undelivered();
+            for ((topic, handle, _), rows) in sinks.iter().zip(&checkpoint.rows) {
+                match &delivered {
+                    Ok(()) => handle.add_rows(*rows),
+                    Err(error) if *rows > 0 => self.fail(topic, handle, error.to_string()),
+                    Err(_) => {}
+                }
+            }
+            if delivered.is_err() || self.failed() {
+                return None;
+            }
+            latest = Some(checkpoint.time);
         }
+        latest
     }
 
     /// Records the failure and stops producing; offsets are no longer

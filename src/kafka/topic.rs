@@ -2,7 +2,7 @@
 //! feeders), reading a topic back (the sinks read their output topic on
 //! start to learn what an earlier run emitted; tests compare topics).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -151,19 +151,43 @@ pub(crate) fn partition_ids(
         .collect())
 }
 
-/// Counts the messages the broker refused, from librdkafka's delivery reports.
+/// Counts the messages the broker refused, and how far the messages sent
+/// have all been answered, from librdkafka's delivery reports.
 #[derive(Default)]
 pub(crate) struct DeliveryReports {
     failed: AtomicU64,
     first_error: Mutex<Option<String>>,
+    answered: Mutex<Answered>,
+}
+
+/// The sequence numbers (in sending order) of the messages answered: every
+/// one below `through`, and the later ones answered out of order (reports
+/// come in order per partition, not across partitions).
+#[derive(Default)]
+struct Answered {
+    through: u64,
+    ahead: BTreeSet<u64>,
+}
+
+impl Answered {
+    fn answer(&mut self, sequence: u64) {
+        if sequence != self.through {
+            self.ahead.insert(sequence);
+            return;
+        }
+        self.through += 1;
+        while self.ahead.remove(&self.through) {
+            self.through += 1;
+        }
+    }
 }
 
 impl ClientContext for DeliveryReports {}
 
 impl ProducerContext for DeliveryReports {
-    type DeliveryOpaque = ();
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _opaque: ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, sequence: usize) {
         if let Err((error, _message)) = result {
             self.failed.fetch_add(1, Ordering::SeqCst);
             let mut first = self
@@ -172,6 +196,10 @@ impl ProducerContext for DeliveryReports {
                 .unwrap_or_else(PoisonError::into_inner);
             first.get_or_insert_with(|| error.to_string());
         }
+        self.answered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .answer(sequence as u64);
     }
 }
 
@@ -180,6 +208,8 @@ impl ProducerContext for DeliveryReports {
 /// Idempotent, so that retries keep each partition in the order sent.
 pub struct MessageProducer {
     producer: BaseProducer<DeliveryReports>,
+    /// Messages handed to librdkafka so far: the next one's sequence number.
+    sent: AtomicU64,
 }
 
 impl MessageProducer {
@@ -193,7 +223,10 @@ impl MessageProducer {
             .set("linger.ms", "1")
             .create_with_context(DeliveryReports::default())
             .map_err(KafkaError::client("creating a producer"))?;
-        Ok(MessageProducer { producer })
+        Ok(MessageProducer {
+            producer,
+            sent: AtomicU64::new(0),
+        })
     }
 
     /// Queues one message: to `partition`, or by the hash of `key` when
@@ -206,7 +239,9 @@ impl MessageProducer {
         key: Option<&[u8]>,
         value: Option<&[u8]>,
     ) -> Result<(), KafkaError> {
-        let mut record = BaseRecord::<[u8], [u8]>::to(topic);
+        let sequence = self.sent.load(Ordering::SeqCst);
+        let opaque = usize::try_from(sequence).unwrap_or(usize::MAX);
+        let mut record = BaseRecord::<[u8], [u8], usize>::with_opaque_to(topic, opaque);
         if let Some(partition) = partition {
             record = record.partition(partition);
         }
@@ -218,7 +253,10 @@ impl MessageProducer {
         }
         loop {
             match self.producer.send(record) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.sent.store(sequence + 1, Ordering::SeqCst);
+                    return Ok(());
+                }
                 Err((
                     rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
                     back,
@@ -241,6 +279,53 @@ impl MessageProducer {
         self.producer.poll(Duration::ZERO);
     }
 
+    /// How many messages have been handed to librdkafka so far.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::SeqCst)
+    }
+
+    /// Serves delivery reports without waiting, and returns how many of the
+    /// first messages sent have all been answered (acknowledged, or
+    /// refused: [`MessageProducer::undelivered`] tells).
+    pub fn answered(&self) -> u64 {
+        let answered = || {
+            let answered = self
+                .producer
+                .context()
+                .answered
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            (answered.through, answered.ahead.len())
+        };
+        // A poll without waiting serves one event, one batch of reports:
+        // poll until one serves no report.
+        let mut before = answered();
+        loop {
+            self.poll();
+            let after = answered();
+            if after == before {
+                return after.0;
+            }
+            before = after;
+        }
+    }
+
+    /// An error if the broker refused any message so far.
+    pub fn undelivered(&self) -> Result<(), KafkaError> {
+        let reports = self.producer.context();
+        let failed = reports.failed.load(Ordering::SeqCst);
+        if failed > 0 {
+            let first = reports
+                .first_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+                .unwrap_or_default();
+            return Err(KafkaError::Undelivered { failed, first });
+        }
+        Ok(())
+    }
+
     /// Waits until the broker has acknowledged every message sent so far;
     /// an error if any was refused or `timeout` passed.
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
@@ -257,18 +342,7 @@ impl MessageProducer {
             }
             self.producer.poll(Duration::from_millis(1));
         }
-        let reports = self.producer.context();
-        let failed = reports.failed.load(Ordering::SeqCst);
-        if failed > 0 {
-            let first = reports
-                .first_error
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone()
-                .unwrap_or_default();
-            return Err(KafkaError::Undelivered { failed, first });
-        }
-        Ok(())
+        self.undelivered()
     }
 }
 
