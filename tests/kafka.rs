@@ -331,6 +331,36 @@ fn one_row_per_key_upserts_are_exact_when_a_keys_updates_come_from_several_worke
     assert_eq!(counts, expected);
 }
 
+/// A broker that refuses every message of the sink: the run reports the
+/// sink's error and commits no offset, so a restart replays it all.
+#[test]
+fn refused_output_messages_fail_the_sink_and_commit_nothing() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let brokers = cluster.bootstrap_servers();
+    cluster.create_topic("events", 2, 1).expect("topic");
+    let lines = adgen_lines(2_000, HOUR_MS);
+    produce(&brokers, "events", &lines, None);
+    // From here on the broker refuses every produce request, for good.
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 10_000],
+    );
+
+    let summary = KafkaPipeline::new(source(&brokers, "events", "refused"))
+        .time(stream_time())
+        .workers(2)
+        .run(|_scope, streams, outputs| {
+            let counts = hourly_kind_counts(streams.events);
+            outputs.sink(counts, "counts", ChangelogMode::Upsert, &streams.probe);
+        })
+        .expect("kafka pipeline");
+    let report = summary.sinks.get("counts").expect("the sink's report");
+    assert!(!report.is_ok(), "the refusal is reported: {report:?}");
+    assert_eq!(committed(&brokers, "refused", "events", 2), 0);
+}
+
 fn assert_sinks_ok(summary: &KafkaSummary) {
     assert!(summary.errors.is_empty(), "{:?}", summary.errors);
     for (topic, report) in &summary.sinks {

@@ -175,8 +175,37 @@ impl SharedProducer {
             .back()
             .map_or(Time::MIN, |last| last.time);
         self.checkpoint(time);
-        let flushed = self.producer.flush(DELIVERY_TIMEOUT);
-        self.settle(|_| flushed.is_ok())
+        match self.producer.flush(DELIVERY_TIMEOUT) {
+            Ok(()) => self.settle(|_| true),
+            Err(error) => {
+                // Refused or timed out: whatever is pending is not
+                // emitted, and no offset may be committed after this.
+                let mut rows = vec![0; self.sinks.borrow().len()];
+                for checkpoint in self.checkpoints.borrow_mut().drain(..) {
+                    for (sum, more) in rows.iter_mut().zip(&checkpoint.rows) {
+                        *sum += more;
+                    }
+                }
+                self.fail_with_rows(&rows, &error.to_string());
+                None
+            }
+        }
+    }
+
+    /// Fails the sinks that have `rows` at stake, or every sink if none
+    /// has: the error is recorded and commits stop either way.
+    fn fail_with_rows(&self, rows: &[u64], message: &str) {
+        let sinks = self.sinks.borrow();
+        let any = rows.iter().any(|rows| *rows > 0);
+        for (index, (topic, handle, _)) in sinks.iter().enumerate() {
+            if !any || rows.get(index).is_some_and(|rows| *rows > 0) {
+                self.fail(topic, handle, message.to_owned());
+            }
+        }
+        if sinks.is_empty() && !self.failed() {
+            self.failed.set(true);
+            self.resume.sink_failed();
+        }
     }
 
     /// Takes the oldest checkpoints while `answered` holds for them; on a
@@ -190,16 +219,13 @@ impl SharedProducer {
                 checkpoints.push_front(checkpoint);
                 break;
             }
-            let delivered = self.producer.undelivered();
-            for ((topic, handle, _), rows) in sinks.iter().zip(&checkpoint.rows) {
-                match &delivered {
-                    Ok(()) => handle.add_rows(*rows),
-                    Err(error) if *rows > 0 => self.fail(topic, handle, error.to_string()),
-                    Err(_) => {}
-                }
-            }
-            if delivered.is_err() || self.failed() {
+            if let Err(error) = self.producer.undelivered() {
+                drop(sinks);
+                self.fail_with_rows(&checkpoint.rows, &error.to_string());
                 return None;
+            }
+            for ((_, handle, _), rows) in sinks.iter().zip(&checkpoint.rows) {
+                handle.add_rows(*rows);
             }
             latest = Some(checkpoint.time);
         }
