@@ -26,7 +26,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use differential_dataflow::collection::VecCollection;
 use differential_dataflow::consolidation::consolidate;
@@ -94,6 +94,9 @@ struct Checkpoint {
     time: Time,
     sent: u64,
     rows: Vec<u64>,
+    /// When it was noted: unanswered for [`DELIVERY_TIMEOUT`] after, the
+    /// sinks fail, as a flush that timed out did.
+    noted: Instant,
 }
 
 impl SharedProducer {
@@ -148,6 +151,7 @@ impl SharedProducer {
             time,
             sent: self.producer.sent(),
             rows,
+            noted: Instant::now(),
         });
     }
 
@@ -156,10 +160,26 @@ impl SharedProducer {
     /// last call (`None`: none, or a message was refused, which fails the
     /// sinks), and counts their rows in the sinks' reports.
     pub(crate) fn acknowledged(&self) -> Option<Time> {
-        if self.failed() || self.checkpoints.borrow().is_empty() {
+        if self.failed() {
             return None;
         }
+        // Serve reports even with nothing to publish: they hold room in
+        // librdkafka's queue until served.
         let answered = self.producer.answered();
+        let overdue = self
+            .checkpoints
+            .borrow()
+            .front()
+            .filter(|oldest| oldest.sent > answered)
+            .filter(|oldest| oldest.noted.elapsed() >= DELIVERY_TIMEOUT)
+            .map(|oldest| oldest.rows.clone());
+        if let Some(rows) = overdue {
+            self.fail_with_rows(
+                &rows,
+                &format!("messages not acknowledged after {DELIVERY_TIMEOUT:?}"),
+            );
+            return None;
+        }
         self.settle(|checkpoint| checkpoint.sent <= answered)
     }
 
