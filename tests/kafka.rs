@@ -127,6 +127,19 @@ fn topic_state(brokers: &str, topic: &str) -> BTreeMap<String, serde_json::Value
         .collect()
 }
 
+/// The hourly counts per kind an upsert topic of `hourly_kind_counts` holds.
+fn hourly_counts_in(brokers: &str, topic: &str) -> BTreeMap<(i64, EventKind), i64> {
+    topic_state(brokers, topic)
+        .values()
+        .map(|value| {
+            let hour = adflow::timestamp::parse_rfc3339(value["hour"].as_str().unwrap_or(""))
+                .expect("an RFC 3339 hour");
+            let kind = EventKind::parse(value["kind"].as_str().unwrap_or("")).expect("a kind");
+            ((hour, kind), value["count"].as_i64().expect("a count"))
+        })
+        .collect()
+}
+
 /// Hourly counts per kind from the file pipeline over the same lines.
 fn counts_from_files(lines: &[Vec<u8>]) -> BTreeMap<(i64, EventKind), i64> {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -261,16 +274,7 @@ fn round_trip_agrees_with_the_file_pipeline_and_dead_letters_malformed_messages(
 
     let expected = counts_from_files(&lines);
     assert!(!expected.is_empty());
-    let counts: BTreeMap<(i64, EventKind), i64> = topic_state(&brokers, "counts")
-        .values()
-        .map(|value| {
-            let hour = adflow::timestamp::parse_rfc3339(value["hour"].as_str().unwrap_or(""))
-                .expect("an RFC 3339 hour");
-            let kind = EventKind::parse(value["kind"].as_str().unwrap_or("")).expect("a kind");
-            ((hour, kind), value["count"].as_i64().expect("a count"))
-        })
-        .collect();
-    assert_eq!(counts, expected);
+    assert_eq!(hourly_counts_in(&brokers, "counts"), expected);
     let read: u64 = expected.values().map(|count| *count as u64).sum();
     assert_eq!(summary.run.events.total(), read);
 
@@ -319,16 +323,7 @@ fn one_row_per_key_upserts_are_exact_when_a_keys_updates_come_from_several_worke
 
     let expected = counts_from_files(&lines);
     assert!(!expected.is_empty());
-    let counts: BTreeMap<(i64, EventKind), i64> = topic_state(&brokers, "counts")
-        .values()
-        .map(|value| {
-            let hour = adflow::timestamp::parse_rfc3339(value["hour"].as_str().unwrap_or(""))
-                .expect("an RFC 3339 hour");
-            let kind = EventKind::parse(value["kind"].as_str().unwrap_or("")).expect("a kind");
-            ((hour, kind), value["count"].as_i64().expect("a count"))
-        })
-        .collect();
-    assert_eq!(counts, expected);
+    assert_eq!(hourly_counts_in(&brokers, "counts"), expected);
 }
 
 /// A broker that refuses every message of the sink: the run reports the

@@ -10,10 +10,11 @@
 //! and renders a key's value as JSON only when it produces it; one of
 //! records that hold one row per key ([`OutputRecord::one_row_per_key`])
 //! keeps no state once the topic is up to date. A raw-diff sink renders
-//! each update where it is. The
-//! worker's loop flushes that producer once per frontier advance, for all
-//! of its sinks at once, and offsets are committed only once every worker
-//! has flushed past their results ([`Resume::emitted_through`]).
+//! each update where it is. The worker's loop notes a delivery checkpoint
+//! per frontier advance, for all of its sinks at once, without waiting for
+//! the broker; offsets are committed only once every worker's messages up
+//! to a checkpoint past their results are acknowledged
+//! ([`Resume::emitted_through`]).
 //!
 //! On start each worker's sink reads its topic back, keeping the keys it
 //! owns, so it knows what an earlier run emitted. While the pipeline replays the input up to the offsets that run
@@ -183,11 +184,11 @@ impl SharedProducer {
         self.settle(|checkpoint| checkpoint.sent <= answered)
     }
 
-    /// Waits for the broker to acknowledge every message produced so far;
-    /// returns the last checkpoint, as [`SharedProducer::acknowledged`].
-    pub(crate) fn flush(&self) -> Option<Time> {
+    /// Waits for the broker to acknowledge every message produced so far,
+    /// and counts them in their sinks' reports.
+    pub(crate) fn flush(&self) {
         if self.failed() {
-            return None;
+            return;
         }
         let time = self
             .checkpoints
@@ -196,7 +197,9 @@ impl SharedProducer {
             .map_or(Time::MIN, |last| last.time);
         self.checkpoint(time);
         match self.producer.flush(DELIVERY_TIMEOUT) {
-            Ok(()) => self.settle(|_| true),
+            Ok(()) => {
+                self.settle(|_| true);
+            }
             Err(error) => {
                 // Refused or timed out: whatever is pending is not
                 // emitted, and no offset may be committed after this.
@@ -207,7 +210,6 @@ impl SharedProducer {
                     }
                 }
                 self.fail_with_rows(&rows, &error.to_string());
-                None
             }
         }
     }
@@ -440,6 +442,31 @@ fn render<'scope, D: OutputRecord, O: Data>(
         })
 }
 
+/// Moves `updates` into `pending`, by time.
+fn absorb_into<V>(
+    pending: &mut BTreeMap<Time, Vec<(V, isize)>>,
+    updates: &mut Vec<(V, Time, isize)>,
+) {
+    for (update, time, diff) in updates.drain(..) {
+        pending.entry(time).or_default().push((update, diff));
+    }
+}
+
+/// The changes of each key in `updates`, which are sorted by key.
+fn by_key<D>(
+    updates: Vec<((Vec<u8>, D), isize)>,
+) -> impl Iterator<Item = (Vec<u8>, Vec<(D, isize)>)> {
+    let mut updates = updates.into_iter().peekable();
+    std::iter::from_fn(move || {
+        let ((key, record), diff) = updates.next()?;
+        let mut changes = vec![(record, diff)];
+        while let Some(((_, record), diff)) = updates.next_if(|((next, _), _)| *next == key) {
+            changes.push((record, diff));
+        }
+        Some((key, changes))
+    })
+}
+
 /// Removes from `pending` and returns the updates at times before
 /// `frontier` (`None`: the input has ended, all of them).
 fn take_ready<V>(
@@ -498,7 +525,7 @@ struct TopicWriter<D> {
     handle: SinkHandle,
     resume: Arc<Resume>,
     producer: Rc<SharedProducer>,
-    /// Messages produced since the producer's last flush.
+    /// Messages produced since the producer's last checkpoint.
     unflushed: Rc<Cell<u64>>,
     /// The `"name":` prefixes of the columns, to render rows.
     row_keys: Vec<Vec<u8>>,
@@ -587,21 +614,11 @@ impl<D: OutputRecord> TopicWriter<D> {
     }
 
     fn absorb_upserts(&mut self, updates: &mut Vec<((Vec<u8>, D), Time, isize)>) {
-        for (keyed, time, diff) in updates.drain(..) {
-            self.pending_records
-                .entry(time)
-                .or_default()
-                .push((keyed, diff));
-        }
+        absorb_into(&mut self.pending_records, updates);
     }
 
     fn absorb_diffs(&mut self, updates: &mut Vec<(Rendered, Time, isize)>) {
-        for (rendered, time, diff) in updates.drain(..) {
-            self.pending_rows
-                .entry(time)
-                .or_default()
-                .push((rendered, diff));
-        }
+        absorb_into(&mut self.pending_rows, updates);
     }
 
     /// Applies, and once reconciled produces, every update before
@@ -644,13 +661,9 @@ impl<D: OutputRecord> TopicWriter<D> {
             return;
         }
         // Consolidation sorted the updates by key: one lookup per key.
-        let mut updates = updates.into_iter().peekable();
-        while let Some(((key, record), diff)) = updates.next() {
+        for (key, changes) in by_key(updates) {
             let records = self.records.entry(key.clone()).or_default();
-            records.push((record, diff));
-            while let Some(((_, record), diff)) = updates.next_if(|((next, _), _)| *next == key) {
-                records.push((record, diff));
-            }
+            records.extend(changes);
             consolidate(records);
             if records.is_empty() {
                 self.records.remove(&key);
@@ -667,17 +680,8 @@ impl<D: OutputRecord> TopicWriter<D> {
     /// already up to date: the row a key gains, or a tombstone if it gains
     /// none. No rows are kept.
     fn produce_upserts(&mut self, updates: Vec<((Vec<u8>, D), isize)>) {
-        let mut updates = updates.into_iter().peekable();
-        while let Some(((key, record), diff)) = updates.next() {
-            let mut inserted = Vec::new();
-            if diff > 0 {
-                inserted.push((record, diff));
-            }
-            while let Some(((_, record), diff)) = updates.next_if(|((next, _), _)| *next == key) {
-                if diff > 0 {
-                    inserted.push((record, diff));
-                }
-            }
+        for (key, mut inserted) in by_key(updates) {
+            inserted.retain(|(_, diff)| *diff > 0);
             let value = match inserted.as_slice() {
                 [] => None,
                 [(record, 1)] => {

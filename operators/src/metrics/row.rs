@@ -266,15 +266,15 @@ fn ratio_value(value: Option<f64>) -> Value {
     value.map_or(Value::Null, Value::F64)
 }
 
+/// How many columns [`MetricsRow`] renders.
+const METRICS_COLUMNS: usize = 20;
+
 /// Columns: `granularity`, `bucket` (time), `campaign_id` and `ad_id` (16
 /// hex digits of the hashed id, null when absent), `country`,
 /// `device_type` (empty when unknown), the counters (`impressions`,
 /// `invalid_impressions`, `clicks`, `valid_clicks`, `invalid_clicks`,
 /// `conversions_micros`), money (`revenue`, `cost`), and the ratios (`ctr`,
 /// `cvr`, `cpc`, `cpm`, `cpa`, `roas`; null when undefined).
-/// How many columns [`MetricsRow`] renders.
-const METRICS_COLUMNS: usize = 20;
-
 impl OutputRecord for MetricsRow {
     fn columns() -> Vec<Column> {
         vec![
