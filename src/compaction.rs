@@ -58,24 +58,25 @@ thread_local! {
 ///             .probe_with(&probe);
 ///         input
 ///     });
-///     for round in 0..20u64 {
-///         input.advance_to(round);
+///     // One batch per round, each a hundred times smaller than the one
+///     // before: each lands in a layer of its own, so no merge starts
+///     // while updates arrive, and three batches are left side by side.
+///     for (round, size) in [20_000u64, 200, 2].into_iter().enumerate() {
+///         let round = round as u64;
 ///         if worker.index() == 0 {
-///             for n in 0..1_000 {
-///                 input.insert(round * 1_000 + n);
+///             for n in 0..size {
+///                 input.insert(round * 100_000 + n);
 ///             }
 ///         }
+///         input.advance_to(round + 1);
 ///         input.flush();
-///         worker.step();
+///         worker.step_while(|| probe.less_than(&(round + 1)));
 ///     }
-///     input.advance_to(20);
-///     input.flush();
-///     worker.step_while(|| probe.less_than(&20));
 ///     // Idle now: the frontier moving on schedules the arrangement, and
-///     // it merges the twenty batches that arrived into one.
-///     input.advance_to(21);
+///     // settling merges the batches into one.
+///     input.advance_to(4);
 ///     input.flush();
-///     let merging = settle(worker, Duration::from_secs(10), || !probe.less_than(&21));
+///     let merging = settle(worker, Duration::from_secs(10), || !probe.less_than(&4));
 ///     assert!(merging.is_some_and(|steps| steps > 0));
 /// })
 /// .unwrap();
