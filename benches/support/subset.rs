@@ -13,6 +13,7 @@ use adflow::pipeline::Time;
 use adflow::timestamp::Millis;
 use adflow_operators::attribution::{AttributionConfig, AttributionExt, Model};
 use adflow_operators::dedup::{DedupConfig, DedupExt};
+use adflow_operators::fraud::EventKey;
 use adflow_operators::kinds::SplitByKindExt;
 use adflow_operators::metrics::{AttributedConversion, CampaignMetricsExt, MetricsConfig};
 use differential_dataflow::collection::{AsCollection, VecCollection};
@@ -55,7 +56,7 @@ pub fn subset_with_horizon(
     horizon: Option<Millis>,
 ) -> VecCollection<'_, Time, Row> {
     let scope = events.scope();
-    let no_verdicts = Vec::<(EventId, Time, isize)>::new()
+    let no_verdicts = Vec::<(EventKey, Time, isize)>::new()
         .to_stream(scope)
         .as_collection();
     let no_credits = Vec::<(AttributedConversion, Time, isize)>::new()

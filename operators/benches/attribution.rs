@@ -21,13 +21,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::hint::black_box;
 use std::sync::{Arc, Mutex};
 
-use adflow::event::{Event, EventId};
+use adflow::event::Event;
 use adflow::parsing::EventValidator;
 use adflow::pipeline::{Admission, EventClock, Time, TimeConfig};
 use adflow_datagen::{Generator, GeneratorConfig};
 use adflow_operators::attribution::{
     AttributionConfig, AttributionExt, CampaignDayAttribution, Credit, Model,
 };
+use adflow_operators::fraud::{event_key, EventKey};
 use adflow_operators::reference::attribution as reference;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use differential_dataflow::input::Input;
@@ -44,7 +45,7 @@ fn events() -> u64 {
 }
 
 /// Valid, deduplicated events and the ids adgen labelled as fraud.
-fn load(count: u64) -> (Vec<Event>, Vec<EventId>) {
+fn load(count: u64) -> (Vec<Event>, Vec<EventKey>) {
     let config = GeneratorConfig {
         seed: SEED,
         events: count,
@@ -63,7 +64,7 @@ fn load(count: u64) -> (Vec<Event>, Vec<EventId>) {
             .iter()
             .any(|label| label.anomaly.is_fraud())
         {
-            invalid.insert(event.event_id);
+            invalid.insert(event_key(&event));
         }
         if seen.insert(event.event_id) {
             events.push(event);
@@ -83,7 +84,7 @@ type Output = (
 /// only waits for it.
 fn dataflow(
     events: &Arc<Vec<Event>>,
-    invalid: &Arc<Vec<EventId>>,
+    invalid: &Arc<Vec<EventKey>>,
     config: &AttributionConfig,
     workers: usize,
     collect: bool,
@@ -100,7 +101,7 @@ fn dataflow(
         let (index, peers) = (worker.index(), worker.peers());
         let (mut events_in, mut invalid_in) = worker.dataflow::<Time, _, _>(|scope| {
             let (events_in, events) = scope.new_collection::<Event, isize>();
-            let (invalid_in, invalid) = scope.new_collection::<EventId, isize>();
+            let (invalid_in, invalid) = scope.new_collection::<EventKey, isize>();
             let attribution = events.attribute(invalid, &config);
             let (credits, days) = (attribution.credits, attribution.by_campaign_day);
             if collect {
@@ -131,8 +132,8 @@ fn dataflow(
                 Admission::OnTime(at) | Admission::Correction(at) => {
                     events_in.update_at(*event, at, 1);
                     // The verdict arrives with the event it flags.
-                    if invalid.binary_search(&event.event_id).is_ok() {
-                        invalid_in.update_at(event.event_id, at, 1);
+                    if invalid.binary_search(&event_key(event)).is_ok() {
+                        invalid_in.update_at(event_key(event), at, 1);
                     }
                 }
                 Admission::Late => {}
@@ -167,7 +168,7 @@ fn dataflow(
 fn attribution(c: &mut Criterion) {
     let count = events();
     let (events, invalid) = load(count);
-    let invalid_set: BTreeSet<EventId> = invalid.iter().copied().collect();
+    let invalid_set: BTreeSet<EventKey> = invalid.iter().copied().collect();
     let (events, invalid) = (Arc::new(events), Arc::new(invalid));
     let variants = [
         (

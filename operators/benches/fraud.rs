@@ -29,12 +29,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::hint::black_box;
 use std::sync::{Arc, Mutex};
 
-use adflow::event::{Event, EventId};
+use adflow::event::Event;
 use adflow::parsing::EventValidator;
 use adflow::pipeline::{Time, TimeConfig};
 use adflow_datagen::{GeneratedEvent, Generator, GeneratorConfig};
-use adflow_operators::fraud::{FraudConfig, FraudExt, Rule, Verdict};
-use adflow_operators::reference::fraud::flag_fraud;
+use adflow_operators::fraud::{EventKey, FraudConfig, FraudExt, Rule, Verdict};
+use adflow_operators::reference::fraud::{flag_fraud, invalid_events};
 use adflow_operators::testing::{replay, replay_plans, Step};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use differential_dataflow::input::Input;
@@ -96,7 +96,7 @@ fn config(time: &TimeConfig) -> FraudConfig {
     }
 }
 
-type Collected = Arc<Mutex<(BTreeMap<Verdict, isize>, BTreeMap<EventId, isize>)>>;
+type Collected = Arc<Mutex<(BTreeMap<Verdict, isize>, BTreeMap<EventKey, isize>)>>;
 
 /// Replays the plans through the fraud rules on `plans.len()` workers;
 /// collects the final outputs if asked to.
@@ -121,12 +121,12 @@ fn run_dataflow(plans: &Arc<Vec<Vec<Step>>>, config: &FraudConfig, collect: Opti
                         .entry(verdict.clone())
                         .or_insert(0) += diff;
                 });
-                invalid = invalid.inspect(move |(event_id, _, diff)| {
+                invalid = invalid.inspect(move |(event, _, diff)| {
                     *collected
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .1
-                        .entry(*event_id)
+                        .entry(*event)
                         .or_insert(0) += diff;
                 });
             }
@@ -173,8 +173,7 @@ fn bench_fraud(c: &mut Criterion) {
             verdicts.retain(|_, diff| *diff != 0);
             invalid.retain(|_, diff| *diff != 0);
             let expected = flag_fraud(&admitted, &config);
-            let expected_ids: BTreeSet<EventId> =
-                expected.iter().map(|verdict| verdict.event_id).collect();
+            let expected_ids: BTreeSet<EventKey> = invalid_events(&expected);
             assert!(
                 verdicts.values().all(|diff| *diff == 1)
                     && verdicts.keys().eq(expected.iter())

@@ -35,8 +35,9 @@ use adflow::parsing::EventValidator;
 use adflow::pipeline::{Admission, EventClock, Time, TimeConfig};
 use adflow::timestamp::DAY_MS;
 use adflow_datagen::{Anomaly, Generator, GeneratorConfig};
+use adflow_operators::fraud::{event_key, EventKey};
 use adflow_operators::metrics::{
-    AttributedConversion, CampaignMetricsExt, MetricsConfig, MetricsRow,
+    AttributedConversion, CampaignMetricsExt, Invalid, MetricsConfig, MetricsRow,
 };
 use adflow_operators::reference::metrics::metrics;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -71,7 +72,7 @@ fn is_fraud(anomaly: Anomaly) -> bool {
 }
 
 /// Deduplicated events in arrival order, and the ids labelled as fraud.
-fn generate(events: u64) -> (Vec<Event>, BTreeSet<EventId>) {
+fn generate(events: u64) -> (Vec<Event>, BTreeSet<EventKey>) {
     let config = GeneratorConfig {
         seed: SEED,
         events,
@@ -90,7 +91,7 @@ fn generate(events: u64) -> (Vec<Event>, BTreeSet<EventId>) {
         }
         let placed = matches!(event.kind, EventKind::Impression | EventKind::Click);
         if placed && generated.labels.iter().any(|label| is_fraud(label.anomaly)) {
-            fraud.insert(event.event_id);
+            fraud.insert(event_key(&event));
         }
         unique.push(event);
     }
@@ -100,7 +101,7 @@ fn generate(events: u64) -> (Vec<Event>, BTreeSet<EventId>) {
 /// Last-touch credits of the conversions among `events`: the last click of
 /// the same user (or device) at or before the conversion, within the
 /// lookback, whose id is not flagged; else unattributed.
-fn last_touch(events: &[Event], invalid: &BTreeSet<EventId>) -> Vec<AttributedConversion> {
+fn last_touch(events: &[Event], invalid: &BTreeSet<EventKey>) -> Vec<AttributedConversion> {
     let mut by_time: Vec<&Event> = events.iter().collect();
     // Clicks before conversions at equal times.
     by_time.sort_by_key(|event| (event.ts, event.kind != EventKind::Click, event.event_id));
@@ -111,7 +112,7 @@ fn last_touch(events: &[Event], invalid: &BTreeSet<EventId>) -> Vec<AttributedCo
             continue;
         };
         match event.kind {
-            EventKind::Click if !invalid.contains(&event.event_id) => {
+            EventKind::Click if !invalid.contains(&event_key(event)) => {
                 last_click.insert(person, event);
             }
             EventKind::Conversion => {
@@ -140,7 +141,7 @@ fn last_touch(events: &[Event], invalid: &BTreeSet<EventId>) -> Vec<AttributedCo
 #[derive(Clone, Default)]
 struct Round {
     events: Vec<(Event, Time)>,
-    verdicts: Vec<(EventId, Time)>,
+    verdicts: Vec<(EventKey, Time)>,
     credits: Vec<(AttributedConversion, Time)>,
     watermark: Option<Time>,
 }
@@ -149,18 +150,18 @@ struct Round {
 struct Plan {
     rounds: Arc<Vec<Vec<Round>>>,
     admitted: Vec<Event>,
-    invalid: BTreeSet<EventId>,
+    invalid: BTreeSet<EventKey>,
     credits: Vec<AttributedConversion>,
 }
 
-fn plan(events: &[Event], fraud: &BTreeSet<EventId>, workers: usize, time: TimeConfig) -> Plan {
+fn plan(events: &[Event], fraud: &BTreeSet<EventKey>, workers: usize, time: TimeConfig) -> Plan {
     let mut rounds = vec![Vec::new(); workers];
     let mut admitted_at: BTreeMap<EventId, (usize, usize, Time)> = BTreeMap::new();
     let mut admitted = Vec::new();
     for (worker, worker_rounds) in rounds.iter_mut().enumerate() {
         let mut clock = EventClock::new(time);
         let mine: Vec<&Event> = events.iter().skip(worker).step_by(workers).collect();
-        let mut late_verdicts: Vec<(EventId, Time)> = Vec::new();
+        let mut late_verdicts: Vec<(EventKey, Time)> = Vec::new();
         for chunk in mine.chunks(READ_BATCH) {
             let mut round = Round::default();
             let frontier = clock.frontier();
@@ -177,8 +178,8 @@ fn plan(events: &[Event], fraud: &BTreeSet<EventId>, workers: usize, time: TimeC
                 round.events.push((**event, at));
                 admitted.push(**event);
                 admitted_at.insert(event.event_id, (worker, worker_rounds.len(), at));
-                if fraud.contains(&event.event_id) {
-                    late_verdicts.push((event.event_id, at));
+                if fraud.contains(&event_key(event)) {
+                    late_verdicts.push((event_key(event), at));
                 }
             }
             round.watermark = clock.advance();
@@ -195,10 +196,10 @@ fn plan(events: &[Event], fraud: &BTreeSet<EventId>, workers: usize, time: TimeC
             });
         }
     }
-    let invalid: BTreeSet<EventId> = admitted
+    let invalid: BTreeSet<EventKey> = admitted
         .iter()
-        .map(|event| event.event_id)
-        .filter(|id| fraud.contains(id))
+        .map(event_key)
+        .filter(|event| fraud.contains(event))
         .collect();
     let credits = last_touch(&admitted, &invalid);
     for credit in &credits {
@@ -225,9 +226,9 @@ fn run_dataflow(plan: &Plan, config: MetricsConfig, collect: bool) -> BTreeMap<M
         let sink = Arc::clone(&sink);
         let (mut events, mut invalid, mut conversions) = worker.dataflow::<Time, _, _>(|scope| {
             let (events_in, events) = scope.new_collection::<Event, isize>();
-            let (invalid_in, invalid) = scope.new_collection::<EventId, isize>();
+            let (invalid_in, invalid) = scope.new_collection::<EventKey, isize>();
             let (credits_in, credits) = scope.new_collection::<AttributedConversion, isize>();
-            let metrics = events.campaign_metrics(Some(invalid), credits, &config);
+            let metrics = events.campaign_metrics(Some(Invalid::ids(invalid)), credits, &config);
             let rows = metrics.hourly.concat(metrics.daily).concat(metrics.monthly);
             let rows = if collect {
                 rows.inspect(move |(row, _, diff)| {

@@ -8,15 +8,17 @@
 //! last-touch credits of attribution (conversions carry no campaign): every
 //! attribution run includes last touch for this reason.
 
-use adflow::event::{Event, EventId};
+use adflow::event::Event;
 use adflow::pipeline::{Time, TimeConfig};
 use differential_dataflow::collection::VecCollection;
 
 use crate::attribution::{Attribution, AttributionConfig, AttributionExt, Model};
 use crate::dedup::{DedupConfig, DedupExt, Duplicate};
-use crate::fraud::{flag_fraud_by_kind, FraudConfig, Rule, Verdict};
+use crate::fraud::{flag_fraud_by_kind, EventKey, FraudConfig, Rule, Verdict};
 use crate::kinds::SplitByKindExt;
-use crate::metrics::{AttributedConversion, CampaignMetrics, CampaignMetricsExt, MetricsConfig};
+use crate::metrics::{
+    AttributedConversion, CampaignMetrics, CampaignMetricsExt, Invalid, MetricsConfig,
+};
 
 /// Configuration of every family.
 #[derive(Clone, Debug, Default)]
@@ -51,8 +53,8 @@ pub struct Analytics<'scope> {
     pub duplicates: VecCollection<'scope, Time, Duplicate>,
     /// Fraud verdicts with their evidence.
     pub verdicts: VecCollection<'scope, Time, Verdict>,
-    /// Ids of flagged events.
-    pub invalid: VecCollection<'scope, Time, EventId>,
+    /// The flagged events, each once.
+    pub invalid: VecCollection<'scope, Time, EventKey>,
     /// Attribution under every configured model.
     pub attribution: Attribution<'scope>,
     /// Hourly, daily and monthly campaign metrics.
@@ -140,11 +142,11 @@ impl<'scope> AnalyticsExt<'scope> for VecCollection<'scope, Time, Event> {
         );
 
         let conversions = last_touch_conversions(kinds.conversions, &attribution);
-        let metrics = touch_events.campaign_metrics(
-            Some(fraud.invalid.clone()),
-            conversions,
-            &metrics_config,
-        );
+        // Only context rules, decided by the event alone, flag impressions:
+        // metrics count them as judged and hold only clicks by id.
+        let invalid =
+            Invalid::ids(fraud.invalid.clone()).judged_on_arrival(config.fraud.arrival_judge());
+        let metrics = touch_events.campaign_metrics(Some(invalid), conversions, &metrics_config);
         Analytics {
             unique,
             duplicates: deduplicated.duplicates,

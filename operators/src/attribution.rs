@@ -37,8 +37,8 @@
 //!
 //! # Fraud, late data and deletions
 //!
-//! Touches whose event id is in the `invalid` collection (fraud verdicts)
-//! are removed by an antijoin before credit is split, so a verdict that
+//! Touches in the `invalid` collection (fraud verdicts, naming each event
+//! by its [`EventKey`]: id and event time) are removed by an antijoin before credit is split, so a verdict that
 //! arrives late moves credit to the remaining touches as a correction;
 //! deleting an event retracts its credit the same way. `invalid` is treated
 //! as a set (a verdict repeated counts once). The antijoin is applied to the
@@ -76,7 +76,8 @@
 //! # Example
 //!
 //! ```
-//! use adflow::event::{Event, EventId, EventKind};
+//! use adflow::event::{Event, EventKind};
+//! use adflow::timestamp::Millis;
 //! use adflow_operators::attribution::{AttributionConfig, AttributionExt, Model};
 //! use adflow_operators::testing::{id, START};
 //! use differential_dataflow::input::Input;
@@ -110,7 +111,7 @@
 //! timely::execute_directly(move |worker| {
 //!     let (mut events, mut invalid) = worker.dataflow::<u64, _, _>(|scope| {
 //!         let (events_in, events) = scope.new_collection::<Event, isize>();
-//!         let (invalid_in, invalid) = scope.new_collection::<EventId, isize>();
+//!         let (invalid_in, invalid) = scope.new_collection::<(EventId, Millis), isize>();
 //!         let config = AttributionConfig {
 //!             models: vec![Model::LastTouch, Model::Linear],
 //!             ..AttributionConfig::default()
@@ -124,7 +125,7 @@
 //!     events.insert(event(1, EventKind::Click, 0));
 //!     events.insert(event(2, EventKind::Click, 5));
 //!     events.insert(event(3, EventKind::Conversion, 9));
-//!     invalid.insert(EventId(7)); // flags nothing here
+//!     invalid.insert((EventId(7), 0)); // flags nothing here
 //! });
 //! let mut credits = credits.lock().unwrap().clone();
 //! credits.sort();
@@ -137,7 +138,7 @@
 
 use std::fmt;
 
-use adflow::event::{Event, EventId, EventKind};
+use adflow::event::{Event, EventKind};
 use adflow::pipeline::Time;
 use adflow::timestamp::{day_start, Millis, DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS};
 use differential_dataflow::collection::VecCollection;
@@ -145,7 +146,7 @@ use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use serde::{Deserialize, Serialize};
 
-use crate::fraud::flagged_set;
+use crate::fraud::{flagged_set, EventKey};
 use crate::retention::{RetentionExt, RetireArrangedExt};
 
 mod first;
@@ -333,7 +334,7 @@ pub trait AttributionExt<'scope> {
     /// of `config`. Operators are named `"Attribution: …"`.
     fn attribute(
         self,
-        invalid: VecCollection<'scope, Time, EventId>,
+        invalid: VecCollection<'scope, Time, EventKey>,
         config: &AttributionConfig,
     ) -> Attribution<'scope>;
 
@@ -341,7 +342,7 @@ pub trait AttributionExt<'scope> {
     fn attribute_named(
         self,
         name: &str,
-        invalid: VecCollection<'scope, Time, EventId>,
+        invalid: VecCollection<'scope, Time, EventKey>,
         config: &AttributionConfig,
     ) -> Attribution<'scope>;
 
@@ -361,7 +362,7 @@ pub trait AttributionExt<'scope> {
         self,
         name: &str,
         touches: &Touches<'scope>,
-        invalid: VecCollection<'scope, Time, EventId>,
+        invalid: VecCollection<'scope, Time, EventKey>,
         config: &AttributionConfig,
     ) -> Attribution<'scope>;
 }
@@ -381,7 +382,7 @@ enum Outcome {
 impl<'scope> AttributionExt<'scope> for VecCollection<'scope, Time, Event> {
     fn attribute(
         self,
-        invalid: VecCollection<'scope, Time, EventId>,
+        invalid: VecCollection<'scope, Time, EventKey>,
         config: &AttributionConfig,
     ) -> Attribution<'scope> {
         self.attribute_named("Attribution", invalid, config)
@@ -390,7 +391,7 @@ impl<'scope> AttributionExt<'scope> for VecCollection<'scope, Time, Event> {
     fn attribute_named(
         self,
         name: &str,
-        invalid: VecCollection<'scope, Time, EventId>,
+        invalid: VecCollection<'scope, Time, EventKey>,
         config: &AttributionConfig,
     ) -> Attribution<'scope> {
         let touches = self.clone().arrange_touches(name, config);
@@ -432,7 +433,7 @@ impl<'scope> AttributionExt<'scope> for VecCollection<'scope, Time, Event> {
         self,
         name: &str,
         touches: &Touches<'scope>,
-        invalid: VecCollection<'scope, Time, EventId>,
+        invalid: VecCollection<'scope, Time, EventKey>,
         config: &AttributionConfig,
     ) -> Attribution<'scope> {
         let horizon = touches.horizon;
@@ -464,7 +465,7 @@ impl<'scope> AttributionExt<'scope> for VecCollection<'scope, Time, Event> {
                     let touch = stored.touch();
                     windows
                         .in_window(&touch, conversion.ts)
-                        .then_some((touch.event_id, (*conversion, touch)))
+                        .then_some(((touch.event_id, touch.ts), (*conversion, touch)))
                 },
             );
         // Fraud exclusion: an antijoin of those touches with the verdicts,

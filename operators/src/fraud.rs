@@ -106,19 +106,37 @@ mod windows;
 
 pub use config::{CountRule, FraudConfig, FraudConfigError, IpNetwork, WindowRule};
 
-/// The arranged set of flagged event ids that [`flagged_set`] returns.
-pub(crate) type FlaggedSet<'scope> = Arranged<'scope, TraceAgent<KeySpine<EventId, Time, isize>>>;
+/// An event as a verdict names it: its id and event time. After dedup no
+/// two events share both (a copy of an id within the dedup window is a
+/// duplicate), so a verdict on one event never reaches another event that
+/// reuses its id later.
+pub type EventKey = (EventId, Millis);
 
-/// Flagged event ids as a set, arranged for joins: an id with a positive
+impl Verdict {
+    /// The event this verdict flags.
+    pub fn event(&self) -> EventKey {
+        (self.event_id, self.ts)
+    }
+}
+
+/// The key of `event` as verdicts name it.
+pub fn event_key(event: &Event) -> EventKey {
+    (event.event_id, event.ts)
+}
+
+/// The arranged set of flagged events that [`flagged_set`] returns.
+pub(crate) type FlaggedSet<'scope> = Arranged<'scope, TraceAgent<KeySpine<EventKey, Time, isize>>>;
+
+/// Flagged events as a set, arranged for joins: an event with a positive
 /// count is present once, so a repeated verdict never subtracts twice.
 /// Operators are named `{name}: arrange` and `{name}: set`.
 pub(crate) fn flagged_set<'scope>(
-    flagged: VecCollection<'scope, Time, EventId>,
+    flagged: VecCollection<'scope, Time, EventKey>,
     name: &str,
 ) -> FlaggedSet<'scope> {
     flagged
         .arrange_by_self_named(&format!("{name}: arrange"))
-        .reduce_abelian::<_, KeyBuilder<EventId, Time, isize>, KeySpine<EventId, Time, isize>, _, _>(
+        .reduce_abelian::<_, KeyBuilder<EventKey, Time, isize>, KeySpine<EventKey, Time, isize>, _, _>(
             &format!("{name}: set"),
             |_id, counts, output| {
                 if counts[0].1 > 0 {
@@ -206,6 +224,42 @@ impl Rule {
     /// The rule of a reason code.
     pub fn parse(code: &str) -> Option<Rule> {
         Rule::ALL.into_iter().find(|rule| rule.code() == code)
+    }
+
+    /// Whether the rule decides by the event alone (the context rules): its
+    /// verdict on an event is known when the event arrives and never
+    /// changes, whatever arrives later.
+    pub fn decides_by_event_alone(self) -> bool {
+        matches!(
+            self,
+            Rule::BotUserAgent | Rule::MissingUserAgent | Rule::BlockedIp | Rule::DatacenterIp
+        )
+    }
+
+    /// Whether the rule may flag events of `kind` (the "flags" column of
+    /// `docs/fraud.md`).
+    ///
+    /// ```
+    /// use adflow::event::EventKind;
+    /// use adflow_operators::fraud::Rule;
+    /// assert!(Rule::ClickFloodIp.may_flag(EventKind::Click));
+    /// assert!(!Rule::ClickFloodIp.may_flag(EventKind::Impression));
+    /// assert!(Rule::GeoMismatch.may_flag(EventKind::Conversion));
+    /// assert!(Rule::BotUserAgent.may_flag(EventKind::Impression));
+    /// ```
+    pub fn may_flag(self, kind: EventKind) -> bool {
+        match self {
+            Rule::ClickFloodIp
+            | Rule::ClickFloodUser
+            | Rule::DeviceVelocity
+            | Rule::ClickInjection
+            | Rule::ClickWithoutImpression
+            | Rule::NoPageView => kind == EventKind::Click,
+            Rule::GeoMismatch => kind == EventKind::Conversion,
+            Rule::BotUserAgent | Rule::MissingUserAgent | Rule::BlockedIp | Rule::DatacenterIp => {
+                true
+            }
+        }
     }
 }
 
@@ -339,10 +393,9 @@ pub use adflow::event::Identity;
 pub struct Fraud<'scope> {
     /// Every verdict, once: one per flagged event, rule and key.
     pub verdicts: VecCollection<'scope, Time, Verdict>,
-    /// The distinct ids of flagged events (multiplicity 1), for metrics and
-    /// attribution to antijoin. With a horizon, an id is listed once per
-    /// distinct event time of its flagged events, which is once after dedup.
-    pub invalid: VecCollection<'scope, Time, EventId>,
+    /// The flagged events, each once, as [`EventKey`]s, for metrics and
+    /// attribution to antijoin.
+    pub invalid: VecCollection<'scope, Time, EventKey>,
 }
 
 /// Flags fraud in a collection of events.
@@ -405,7 +458,7 @@ pub(crate) fn flag_fraud_by_kind<'scope>(
     match config.horizon {
         None => Fraud {
             invalid: distinct(
-                verdicts.clone().map(|verdict| verdict.event_id),
+                verdicts.clone().map(|verdict| verdict.event()),
                 &format!("{name}: invalid"),
             ),
             verdicts,
@@ -426,16 +479,15 @@ pub(crate) fn flag_fraud_by_kind<'scope>(
                 .max()
                 .unwrap_or(0)
                 .saturating_add(horizon);
-            let final_at = move |(_, ts): &(EventId, Millis)| expiry(*ts, longest);
+            let final_at = move |(_, ts): &EventKey| expiry(*ts, longest);
             let invalid = distinct(
                 verdicts
                     .clone()
-                    .map(|verdict| (verdict.event_id, verdict.ts))
+                    .map(|verdict| verdict.event())
                     .retire_after(&format!("{name}: invalid"), final_at),
                 &format!("{name}: invalid"),
             )
-            .freeze_after(&format!("{name}: invalid"), final_at)
-            .map(|(event_id, _)| event_id);
+            .freeze_after(&format!("{name}: invalid"), final_at);
             Fraud { verdicts, invalid }
         }
     }

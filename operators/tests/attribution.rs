@@ -18,6 +18,7 @@ use adflow_operators::attribution::{
     split_credit, Attribution, AttributionConfig, AttributionExt, CampaignDayAttribution, Credit,
     Model, Unattributed, CONVERSION_MICROS,
 };
+use adflow_operators::fraud::{event_key, EventKey};
 use adflow_operators::reference::attribution as reference;
 use adflow_operators::testing::{arb_events, arb_feed, id, multiset, run, Feed, START};
 use differential_dataflow::collection::VecCollection;
@@ -47,23 +48,23 @@ fn flagged(id: EventId) -> bool {
     id.0 % 7 == 0
 }
 
-fn verdicts(events: VecCollection<'_, Time, Event>) -> VecCollection<'_, Time, EventId> {
+fn verdicts(events: VecCollection<'_, Time, Event>) -> VecCollection<'_, Time, EventKey> {
     events
         .filter(|event| flagged(event.event_id))
-        .map(|event| event.event_id)
+        .map(|event| event_key(&event))
 }
 
-fn invalid_set(events: &[Event]) -> BTreeSet<EventId> {
+fn invalid_set(events: &[Event]) -> BTreeSet<EventKey> {
     events
         .iter()
-        .map(|event| event.event_id)
-        .filter(|id| flagged(*id))
+        .filter(|event| flagged(event.event_id))
+        .map(event_key)
         .collect()
 }
 
 fn expected(
     events: &[Event],
-    invalid: &BTreeSet<EventId>,
+    invalid: &BTreeSet<EventKey>,
     config: &AttributionConfig,
 ) -> BTreeMap<Row, isize> {
     let (credits, days) = reference::attribute(events, invalid, config);
@@ -283,7 +284,8 @@ proptest! {
 // ---------------------------------------------------------------------------
 // Explicit cases.
 
-/// Verdict events: a page view with event id `VERDICT + n` flags event `n`.
+/// Verdict events: a page view with event id `VERDICT + (m << 32) + n`
+/// flags event `n` at minute `m`.
 const VERDICT: u128 = 1 << 64;
 
 fn event(n: u128, kind: EventKind, minute: i64) -> Event {
@@ -313,8 +315,19 @@ fn event(n: u128, kind: EventKind, minute: i64) -> Event {
     }
 }
 
-fn verdict_on(n: u128, minute: i64) -> Event {
-    event(VERDICT + n, EventKind::PageView, minute)
+fn verdict_on(n: u128, at_minute: i64, minute: i64) -> Event {
+    let at = u128::try_from(at_minute).unwrap_or(0);
+    event(VERDICT + (at << 32) + n, EventKind::PageView, minute)
+}
+
+/// The event a verdict page view flags.
+fn flagged_by(verdict: &Event) -> EventKey {
+    let code = verdict.event_id.0 - VERDICT;
+    let minute = i64::try_from(code >> 32).unwrap_or(0);
+    (
+        EventId(code & u128::from(u32::MAX)),
+        START + minute * MINUTE_MS,
+    )
 }
 
 /// One event per batch, watermark right behind the newest event, 1 ms
@@ -348,7 +361,7 @@ fn last_touch(
         let invalid = events
             .clone()
             .filter(|event| event.kind == EventKind::PageView && event.event_id.0 >= VERDICT)
-            .map(|event| EventId(event.event_id.0 - VERDICT));
+            .map(|event| flagged_by(&event));
         let config = AttributionConfig {
             models: vec![Model::LastTouch],
             ..AttributionConfig::default()
@@ -413,7 +426,7 @@ fn a_late_fraud_verdict_moves_credit() {
             event(1, EventKind::Click, 10),
             event(2, EventKind::Click, 30),
             event(3, EventKind::Conversion, 60),
-            verdict_on(2, 90),
+            verdict_on(2, 30, 90),
         ];
         let (output, changelog) = last_touch(&one_at_a_time(workers), &events);
         assert_eq!(credited(&output), vec![(1, 9_000_000)]);
@@ -453,7 +466,10 @@ fn deleting_a_click_retracts_its_credit() {
 
 fn attribute_once(events: &[Event], config: AttributionConfig) -> BTreeMap<Row, isize> {
     let outcome = run(&Feed::one_batch(), events, move |events| {
-        let invalid = events.clone().filter(|_| false).map(|event| event.event_id);
+        let invalid = events
+            .clone()
+            .filter(|_| false)
+            .map(|event| event_key(&event));
         rows(events.attribute(invalid, &config))
     });
     outcome.output

@@ -6,16 +6,16 @@
 //! crosses its threshold, a page view that clears a click, a conversion
 //! that convicts the click just before it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 
 use adflow::event::{Country, Event, EventId, EventKind};
 use adflow::pipeline::{Time, TimeConfig};
 use adflow::timestamp::{Millis, DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS};
 use adflow_operators::fraud::{
-    CountRule, FraudConfig, FraudExt, IpNetwork, Rule, Verdict, WindowRule,
+    event_key, CountRule, EventKey, FraudConfig, FraudExt, IpNetwork, Rule, Verdict, WindowRule,
 };
-use adflow_operators::reference::fraud::{flag_fraud, invalid_ids};
+use adflow_operators::reference::fraud::{flag_fraud, invalid_events};
 use adflow_operators::testing::{arb_events, arb_feed, id, multiset, run, Feed, START};
 use differential_dataflow::collection::{AsCollection, VecCollection};
 use proptest::prelude::*;
@@ -26,7 +26,7 @@ use timely::dataflow::operators::vec::Map;
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum Out {
     Verdict(Verdict),
-    Invalid(EventId),
+    Invalid(EventKey),
 }
 
 fn flagged<'s>(
@@ -41,9 +41,9 @@ fn flagged<'s>(
 }
 
 /// What the reference says the final output is.
-fn expected(admitted: &[Event], config: &FraudConfig) -> std::collections::BTreeMap<Out, isize> {
+fn expected(admitted: &[Event], config: &FraudConfig) -> BTreeMap<Out, isize> {
     let verdicts = flag_fraud(admitted, config);
-    let ids = invalid_ids(&verdicts);
+    let ids = invalid_events(&verdicts);
     multiset(
         verdicts
             .into_iter()
@@ -176,6 +176,40 @@ proptest! {
     }
 
     #[test]
+    fn the_arrival_judge_agrees_with_the_reference((events, _feed, config) in arb_case(70)) {
+        let verdicts = flag_fraud(&events, &config);
+        for verdict in &verdicts {
+            prop_assert!(verdict.rule.may_flag(verdict.kind), "{:?}", verdict);
+        }
+        let invalid = invalid_events(&verdicts);
+        // An event judged on arrival is flagged exactly when the reference
+        // flags it, unless another event shares its id and time (which
+        // dedup rules out): their verdicts could not be told apart.
+        let mut sharing: BTreeMap<EventKey, BTreeSet<Event>> = BTreeMap::new();
+        for event in &events {
+            sharing.entry(event_key(event)).or_default().insert(*event);
+        }
+        let judge = config.arrival_judge();
+        let mut judged = 0;
+        for event in &events {
+            if sharing[&event_key(event)].len() > 1 {
+                continue;
+            }
+            if let Some(flagged) = judge(event) {
+                judged += 1;
+                prop_assert_eq!(flagged, invalid.contains(&event_key(event)), "{:?}", event);
+            }
+        }
+        // Impressions and page views are always judged on arrival.
+        let always = events
+            .iter()
+            .filter(|event| matches!(event.kind, EventKind::Impression | EventKind::PageView))
+            .filter(|event| sharing[&event_key(event)].len() == 1)
+            .count();
+        prop_assert!(judged >= always);
+    }
+
+    #[test]
     fn with_a_horizon_state_retires_and_verdicts_stay((events, feed, config) in arb_case(70)) {
         // Exact when nothing is admitted or deleted after the horizon: late
         // events are dropped by the clock, deletions are not made.
@@ -187,15 +221,12 @@ proptest! {
         let outcome = run(&feed, &events, move |events| flagged(events, &config_in_dataflow));
 
         let verdicts = flag_fraud(&outcome.admitted, &config);
-        // With a horizon an id is listed once per event time of its flagged
-        // events (`Fraud::invalid`); `arb_events` reuses ids across times.
-        let per_time: BTreeSet<(EventId, Millis)> =
-            verdicts.iter().map(|verdict| (verdict.event_id, verdict.ts)).collect();
+        let flagged_events = invalid_events(&verdicts);
         let expected = multiset(
             verdicts
                 .into_iter()
                 .map(Out::Verdict)
-                .chain(per_time.into_iter().map(|(event_id, _)| Out::Invalid(event_id))),
+                .chain(flagged_events.into_iter().map(Out::Invalid)),
         );
         prop_assert_eq!(outcome.output, expected);
     }
@@ -297,14 +328,14 @@ fn a_flood_is_flagged_when_it_crosses_the_threshold_and_then_wholly() {
             && verdict.key == "10.0.0.9"
             && verdict.count == 101
             && verdict.threshold == 100));
-    let invalid: BTreeSet<EventId> = log
+    let invalid: BTreeSet<EventKey> = log
         .iter()
         .filter_map(|((out, _), diff)| match out {
-            Out::Invalid(event_id) if *diff == 1 => Some(*event_id),
+            Out::Invalid(event) if *diff == 1 => Some(*event),
             _ => None,
         })
         .collect();
-    assert_eq!(invalid, clicks.iter().map(|click| click.event_id).collect());
+    assert_eq!(invalid, clicks.iter().map(event_key).collect());
     assert_eq!(log.len(), 202, "no other change: {log:?}");
 
     // Downstream, valid clicks are the clicks antijoined with `invalid`:
@@ -326,9 +357,9 @@ fn a_flood_is_flagged_when_it_crosses_the_threshold_and_then_wholly() {
         run(&feed, &clicks, move |events| {
             let invalid = events.clone().flag_fraud(&config).invalid;
             events
-                .map(|event| (event.event_id, ()))
+                .map(|event| (event_key(&event), ()))
                 .antijoin(invalid)
-                .map(|(event_id, ())| event_id)
+                .map(|((event_id, _), ())| event_id)
                 .inner
                 .map(|(event_id, time, diff)| ((event_id, time), time, diff))
                 .as_collection()
@@ -401,7 +432,7 @@ fn a_page_view_after_a_click_retracts_its_no_page_view_verdict() {
     assert_eq!(verdict(3), vec![(at(clicked + SECOND_MS), 1)]);
     let invalid_1: Vec<(Time, isize)> = log
         .iter()
-        .filter(|((out, _), _)| *out == Out::Invalid(EventId(1)))
+        .filter(|((out, _), _)| *out == Out::Invalid((EventId(1), clicked)))
         .map(|((_, time), diff)| (*time, *diff))
         .collect();
     assert_eq!(invalid_1, vec![(at(clicked), 1), (at(viewed), -1)]);
@@ -438,7 +469,7 @@ fn a_conversion_seconds_after_a_click_convicts_the_click_late() {
         log,
         vec![
             ((Out::Verdict(expected_verdict.clone()), at(converted)), 1),
-            ((Out::Invalid(EventId(2)), at(converted)), 1),
+            ((Out::Invalid((EventId(2), clicked)), at(converted)), 1),
         ]
     );
     assert_eq!(flag_fraud(&events, &config), vec![expected_verdict]);

@@ -19,9 +19,10 @@ use adflow::event::{Country, DeviceType, Event, EventId, EventKind};
 use adflow::pipeline::Time;
 use adflow::sinks::{OutputRecord, Value};
 use adflow::timestamp::{Millis, DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS};
+use adflow_operators::fraud::{event_key, EventKey};
 use adflow_operators::metrics::{
-    AttributedConversion, CampaignMetricsExt, Counters, Granularity, MetricsConfig, MetricsKey,
-    MetricsRow,
+    AttributedConversion, CampaignMetricsExt, Counters, Granularity, Invalid, MetricsConfig,
+    MetricsKey, MetricsRow,
 };
 use adflow_operators::reference::metrics::metrics;
 use adflow_operators::testing::{arb_events, arb_feed, id, multiset, run, Feed, START};
@@ -32,7 +33,7 @@ use proptest::prelude::*;
 use timely::dataflow::ProbeHandle;
 
 /// Whether the fraud rules of these tests flag an event: some clicks and
-/// some impressions, by id (so an id shared by several events flags all).
+/// some impressions, by id and kind.
 fn flagged(event: &Event) -> bool {
     match event.kind {
         EventKind::Click => event.event_id.0 % 5 == 0,
@@ -134,10 +135,31 @@ fn build<'scope>(
     events: VecCollection<'scope, Time, Event>,
     config: MetricsConfig,
 ) -> VecCollection<'scope, Time, MetricsRow> {
-    let invalid = events
+    let invalid = Invalid::ids(verdicts(&events));
+    let conversions = credits(&events);
+    let metrics = events.campaign_metrics(Some(invalid), conversions, &config);
+    metrics.hourly.concat(metrics.daily).concat(metrics.monthly)
+}
+
+/// The flagged events, each at its [`verdict_time`].
+fn verdicts<'scope>(
+    events: &VecCollection<'scope, Time, Event>,
+) -> VecCollection<'scope, Time, EventKey> {
+    events
         .clone()
         .filter(flagged)
-        .join_function(|event| Some((event.event_id, verdict_time(&event), 1isize)));
+        .join_function(|event| Some((event_key(&event), verdict_time(&event), 1isize)))
+}
+
+/// As [`build`], with impressions judged on arrival (as the pipeline judges
+/// them): their verdicts in the ids, which still come late, are not looked
+/// up, and only clicks are held by id.
+fn build_judged<'scope>(
+    events: VecCollection<'scope, Time, Event>,
+    config: MetricsConfig,
+) -> VecCollection<'scope, Time, MetricsRow> {
+    let invalid = Invalid::ids(verdicts(&events))
+        .judged_on_arrival(|event| (event.kind == EventKind::Impression).then(|| flagged(event)));
     let conversions = credits(&events);
     let metrics = events.campaign_metrics(Some(invalid), conversions, &config);
     metrics.hourly.concat(metrics.daily).concat(metrics.monthly)
@@ -163,10 +185,10 @@ fn expected_hourly_without_verdicts(admitted: &[Event]) -> BTreeMap<MetricsRow, 
 
 /// The reference on the admitted events, with the same verdicts and credits.
 fn expected(admitted: &[Event]) -> BTreeMap<MetricsRow, isize> {
-    let invalid: BTreeSet<EventId> = admitted
+    let invalid: BTreeSet<EventKey> = admitted
         .iter()
         .filter(|event| flagged(event))
-        .map(|event| event.event_id)
+        .map(event_key)
         .collect();
     let credits: Vec<AttributedConversion> = admitted.iter().flat_map(final_credits).collect();
     let (hourly, daily, monthly) = metrics(admitted, &invalid, &credits);
@@ -234,6 +256,24 @@ proptest! {
     }
 
     #[test]
+    fn judged_on_arrival_matches_reference(
+        (events, feed) in events_and_feed(120),
+        horizon in prop_oneof![Just(None), Just(Some(30 * MINUTE_MS)), Just(Some(DAY_MS))],
+    ) {
+        // Unique ids: a judged impression's verdict must agree with the ids,
+        // which an event sharing its id and time could contradict. With a
+        // horizon, as in `bounded_state_matches_reference`.
+        let mut feed = feed;
+        if horizon.is_some() {
+            feed.deletions.clear();
+            feed.time.horizon = horizon;
+        }
+        let config = MetricsConfig { horizon, ..MetricsConfig::default() };
+        let outcome = run(&feed, &unique_ids(events), move |events| build_judged(events, config));
+        prop_assert_eq!(outcome.output, expected(&outcome.admitted));
+    }
+
+    #[test]
     fn without_verdicts_or_rollups_matches_reference(
         (events, feed) in events_and_feed(120),
         horizon in prop_oneof![Just(None), Just(Some(30 * MINUTE_MS)), Just(Some(DAY_MS))],
@@ -276,7 +316,7 @@ proptest! {
 struct Round {
     at: Time,
     events: Vec<(Event, isize)>,
-    invalid: Vec<(EventId, isize)>,
+    invalid: Vec<(EventKey, isize)>,
     conversions: Vec<(AttributedConversion, isize)>,
 }
 
@@ -290,10 +330,11 @@ fn changelog(rounds: Vec<Round>, config: MetricsConfig) -> Vec<(Time, MetricsRow
         let probe = ProbeHandle::new();
         let (mut events, mut invalid, mut conversions) = worker.dataflow::<Time, _, _>(|scope| {
             let (events_in, events) = scope.new_collection::<Event, isize>();
-            let (invalid_in, invalid) = scope.new_collection::<EventId, isize>();
+            let (invalid_in, invalid) = scope.new_collection::<EventKey, isize>();
             let (conversions_in, conversions) =
                 scope.new_collection::<AttributedConversion, isize>();
-            let metrics = events.campaign_metrics(Some(invalid), conversions, &config);
+            let metrics =
+                events.campaign_metrics(Some(Invalid::ids(invalid)), conversions, &config);
             let sink = Arc::clone(&sink);
             metrics
                 .hourly
@@ -399,7 +440,7 @@ fn late_verdict_moves_a_click_to_invalid_and_out_of_the_cost() {
             },
             Round {
                 at: verdict,
-                invalid: vec![(click.event_id, 1)],
+                invalid: vec![(event_key(&click), 1)],
                 ..Round::default()
             },
         ],
@@ -447,7 +488,7 @@ fn verdict_before_its_event_counts_the_event_invalid_at_once() {
         vec![
             Round {
                 at: verdict,
-                invalid: vec![(click.event_id, 1), (click.event_id, 1)],
+                invalid: vec![(event_key(&click), 1), (event_key(&click), 1)],
                 ..Round::default()
             },
             Round {

@@ -54,7 +54,7 @@ pub enum AnalyticsRow {
 pub fn analyze(events: &[Event], config: &AnalyticsConfig) -> Vec<AnalyticsRow> {
     let (unique, duplicates) = dedup::dedup(events, &config.dedup);
     let verdicts = fraud::flag_fraud(&unique, &config.fraud);
-    let invalid = fraud::invalid_ids(&verdicts);
+    let invalid = fraud::invalid_events(&verdicts);
     let mut attribution_config = config.attribution.clone();
     if !attribution_config.models.contains(&Model::LastTouch) {
         attribution_config.models.push(Model::LastTouch);

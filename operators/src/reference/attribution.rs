@@ -21,6 +21,7 @@ use crate::attribution::{
     split_credit, AttributionConfig, CampaignDayAttribution, Credit, Model, Unattributed,
     CONVERSION_MICROS,
 };
+use crate::fraud::{event_key, EventKey};
 
 /// A conversion as the reference sees it: `(event id, ts, who, revenue)`,
 /// where who is `(true, user)` or `(false, device)`.
@@ -75,7 +76,7 @@ fn conversions(events: &[Event]) -> BTreeSet<ConversionRow> {
 fn path(
     conversion: &ConversionRow,
     events: &[Event],
-    invalid: &BTreeSet<EventId>,
+    invalid: &BTreeSet<EventKey>,
     config: &AttributionConfig,
 ) -> Vec<TouchRow> {
     let (_, conversion_ts, person, _) = *conversion;
@@ -87,7 +88,7 @@ fn path(
             EventKind::Impression => config.view_window,
             _ => continue,
         };
-        if invalid.contains(&event.event_id) || who(event) != Some(person) {
+        if invalid.contains(&event_key(event)) || who(event) != Some(person) {
             continue;
         }
         let (Some(campaign), Some(ad)) = (event.campaign_id, event.ad_id) else {
@@ -121,7 +122,7 @@ fn models(config: &AttributionConfig) -> Vec<Model> {
 /// totals per (campaign, ad, model, day), both sorted.
 pub fn attribute(
     events: &[Event],
-    invalid: &BTreeSet<EventId>,
+    invalid: &BTreeSet<EventKey>,
     config: &AttributionConfig,
 ) -> (Vec<Credit>, Vec<CampaignDayAttribution>) {
     let mut credits = Vec::new();
@@ -188,7 +189,7 @@ pub fn attribute(
 /// The conversions with no qualifying touch, sorted.
 pub fn unattributed(
     events: &[Event],
-    invalid: &BTreeSet<EventId>,
+    invalid: &BTreeSet<EventKey>,
     config: &AttributionConfig,
 ) -> Vec<Unattributed> {
     let people = by_person(events);

@@ -8,7 +8,7 @@ use std::hash::Hash;
 use adflow::event::{AgentClass, Country, Event, EventId, EventKind, Id};
 use adflow::timestamp::Millis;
 
-use crate::fraud::{CountRule, FraudConfig, Identity, Rule, Verdict, VerdictKey};
+use crate::fraud::{CountRule, EventKey, FraudConfig, Identity, Rule, Verdict, VerdictKey};
 
 /// The verdicts of the enabled rules on `events` (a multiset: copies count
 /// in the window rules), one per (event id, time, kind, rule, key), keeping
@@ -74,9 +74,9 @@ pub fn flag_fraud(events: &[Event], config: &FraudConfig) -> Vec<Verdict> {
         .collect()
 }
 
-/// The distinct ids of the flagged events.
-pub fn invalid_ids(verdicts: &[Verdict]) -> BTreeSet<EventId> {
-    verdicts.iter().map(|verdict| verdict.event_id).collect()
+/// The flagged events, each once.
+pub fn invalid_events(verdicts: &[Verdict]) -> BTreeSet<EventKey> {
+    verdicts.iter().map(Verdict::event).collect()
 }
 
 /// Verdicts by (event id, time, kind, rule, key), with the strongest evidence.

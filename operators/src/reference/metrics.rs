@@ -5,9 +5,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use adflow::event::{Country, DeviceType, Event, EventId, EventKind, Id};
+use adflow::event::{Country, DeviceType, Event, EventKind, Id};
 use adflow::timestamp::Millis;
 
+use crate::fraud::{event_key, EventKey};
 use crate::metrics::{AttributedConversion, Granularity, MetricsRow};
 
 type Key = (Millis, Option<Id>, Option<Id>, Country, DeviceType);
@@ -49,7 +50,7 @@ fn row_for(
 fn metrics_at(
     granularity: Granularity,
     events: &[Event],
-    invalid: &BTreeSet<EventId>,
+    invalid: &BTreeSet<EventKey>,
     conversions: &[AttributedConversion],
 ) -> Vec<MetricsRow> {
     let mut rows = BTreeMap::new();
@@ -59,7 +60,7 @@ fn metrics_at(
             EventKind::Click => true,
             EventKind::Conversion | EventKind::PageView => continue,
         };
-        let flagged = invalid.contains(&event.event_id);
+        let flagged = invalid.contains(&event_key(event));
         let row = row_for(
             &mut rows,
             granularity,
@@ -125,7 +126,7 @@ fn metrics_at(
 /// ```
 pub fn metrics(
     events: &[Event],
-    invalid: &BTreeSet<EventId>,
+    invalid: &BTreeSet<EventKey>,
     conversions: &[AttributedConversion],
 ) -> (Vec<MetricsRow>, Vec<MetricsRow>, Vec<MetricsRow>) {
     (
