@@ -76,7 +76,7 @@
 //! # Example
 //!
 //! ```
-//! use adflow::event::{Event, EventKind};
+//! use adflow::event::{Event, EventId, EventKind};
 //! use adflow::timestamp::Millis;
 //! use adflow_operators::attribution::{AttributionConfig, AttributionExt, Model};
 //! use adflow_operators::testing::{id, START};
