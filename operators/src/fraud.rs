@@ -273,8 +273,9 @@ impl fmt::Display for Rule {
 ///
 /// What `key`, `count` and `threshold` hold depends on the rule
 /// (`docs/fraud.md` has the table): for the window counts, the IP, user or
-/// device and the largest number of clicks in a window holding this one,
-/// against the configured maximum; for context rules, what matched, with
+/// device and `threshold + 1` (some window holding this click holds more
+/// clicks than the configured maximum; the flood's size is the number of
+/// its flagged clicks); for context rules, what matched, with
 /// `count = 1, threshold = 0`; for click injection, the identity and the ms
 /// from the click to the conversion, against the window; for geo mismatch,
 /// the identity and both countries and the ms from the click to the

@@ -405,6 +405,16 @@ fn a_flood_across_a_minute_boundary_is_caught_whole() {
         })
         .collect();
     assert_eq!(flagged.len(), 150);
+    // Each click's verdict is set once, with `count` = threshold + 1: the
+    // flood growing click by click never retracts or rewrites a verdict.
+    let verdict_updates: Vec<&((Out, Time), isize)> = log
+        .iter()
+        .filter(|((out, _), _)| matches!(out, Out::Verdict(_)))
+        .collect();
+    assert_eq!(verdict_updates.len(), 150);
+    assert!(verdict_updates.iter().all(|((out, _), diff)| {
+        *diff == 1 && matches!(out, Out::Verdict(verdict) if verdict.count == 101)
+    }));
 }
 
 #[test]

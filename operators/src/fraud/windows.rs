@@ -3,8 +3,14 @@
 //!
 //! A click is flagged when some window `[s, s + window)` that holds it
 //! holds more than `threshold` clicks of its key; its verdict's `count` is
-//! the largest such window count. Sliding rather than tumbling: a flood is
-//! caught whether or not it straddles a minute boundary.
+//! that largest window count capped at `threshold + 1` ("more than the
+//! threshold"). Uncapped, every click added to a flood would change the
+//! verdict of every click already flagged in its window: a flood of `N`
+//! clicks arriving in order would make `O(N²)` verdict updates downstream
+//! (and as many upserts of a fraud-flags topic), where capped it makes `N`.
+//! A flood's size is the number of its flagged clicks. Sliding rather than
+//! tumbling: a flood is caught whether or not it straddles a minute
+//! boundary.
 //!
 //! State is grouped by `(key, bucket)` with buckets as long as the window.
 //! Group `b` holds the clicks of buckets `b` and `b + 1` (each click goes to
@@ -100,8 +106,9 @@ where
                     })
                     .collect();
                 let start = bucket.saturating_mul(window);
-                for flagged in flooded(start, window, threshold, &clicks) {
-                    output.push((flagged, 1isize));
+                let cap = threshold.saturating_add(1);
+                for (ts, event_id, count) in flooded(start, window, threshold, &clicks) {
+                    output.push(((ts, event_id, count.min(cap)), 1isize));
                 }
             },
         )

@@ -96,7 +96,8 @@ impl Found {
 }
 
 /// For every click, the largest number of clicks of its key in a window
-/// `[s, s + window)` that holds it; flagged when above the threshold.
+/// `[s, s + window)` that holds it; flagged when above the threshold, with
+/// that count capped at `threshold + 1`.
 fn window_counts<K: Ord + Hash>(
     found: &mut Found,
     clicks: &[&Event],
@@ -128,7 +129,8 @@ fn window_counts<K: Ord + Hash>(
         }
         for (click, count) in list.iter().zip(largest) {
             if let Some(count) = count {
-                found.flag(click, rule, render(&key), count, settings.threshold);
+                let capped = count.min(settings.threshold.saturating_add(1));
+                found.flag(click, rule, render(&key), capped, settings.threshold);
             }
         }
     }
