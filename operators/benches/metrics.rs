@@ -228,7 +228,7 @@ fn run_dataflow(plan: &Plan, config: MetricsConfig, collect: bool) -> BTreeMap<M
             let (events_in, events) = scope.new_collection::<Event, isize>();
             let (invalid_in, invalid) = scope.new_collection::<EventKey, isize>();
             let (credits_in, credits) = scope.new_collection::<AttributedConversion, isize>();
-            let metrics = events.campaign_metrics(Some(Invalid::ids(invalid)), credits, &config);
+            let metrics = events.campaign_metrics(Some(Invalid::events(invalid)), credits, &config);
             let rows = metrics.hourly.concat(metrics.daily).concat(metrics.monthly);
             let rows = if collect {
                 rows.inspect(move |(row, _, diff)| {

@@ -3,12 +3,12 @@
 //! [`AnalyticsExt::analyze`], so on the same events their outputs agree.
 //!
 //! Fraud verdicts feed both attribution and metrics as a collection of
-//! invalid event ids, so a verdict that arrives late moves credit and cost
-//! by correction. Metrics count conversions, and their revenue, by the
+//! invalid events (`EventKey`s), so a verdict that arrives late moves
+//! credit and cost by correction. Metrics count conversions, and their revenue, by the
 //! last-touch credits of attribution (conversions carry no campaign): every
 //! attribution run includes last touch for this reason.
 
-use adflow::event::Event;
+use adflow::event::{Event, EventKind};
 use adflow::pipeline::{Time, TimeConfig};
 use differential_dataflow::collection::VecCollection;
 
@@ -142,10 +142,7 @@ impl<'scope> AnalyticsExt<'scope> for VecCollection<'scope, Time, Event> {
         );
 
         let conversions = last_touch_conversions(kinds.conversions, &attribution);
-        // Only context rules, decided by the event alone, flag impressions:
-        // metrics count them as judged and hold only clicks by id.
-        let invalid =
-            Invalid::ids(fraud.invalid.clone()).judged_on_arrival(config.fraud.arrival_judge());
+        let invalid = metrics_invalid(&fraud.verdicts, &fraud.invalid, config);
         let metrics = touch_events.campaign_metrics(Some(invalid), conversions, &metrics_config);
         Analytics {
             unique,
@@ -156,6 +153,32 @@ impl<'scope> AnalyticsExt<'scope> for VecCollection<'scope, Time, Event> {
             metrics,
         }
     }
+}
+
+/// What metrics need of the verdicts. Only context rules, decided by the
+/// event alone, flag impressions: metrics count them as judged when they
+/// arrive, and hold (and look up) by key only the touches of kinds a
+/// verdict may reach later. That needs each event's key to be its own,
+/// which dedup makes it (a copy of an id within its window is a
+/// duplicate); with dedup off (a window of zero) two events may share an
+/// id and time, and every touch is looked up by key as verdicts name it.
+fn metrics_invalid<'scope>(
+    verdicts: &VecCollection<'scope, Time, Verdict>,
+    invalid: &VecCollection<'scope, Time, EventKey>,
+    config: &AnalyticsConfig,
+) -> Invalid<'scope> {
+    if config.dedup.window <= 0 {
+        return Invalid::events(invalid.clone());
+    }
+    let later = EventKind::ALL.map(|kind| !config.fraud.judged_on_arrival(kind));
+    // Metrics make a set of them: no distinct needed.
+    let flagged = verdicts.clone().flat_map(move |verdict| {
+        let kind = EventKind::ALL
+            .iter()
+            .position(|kind| *kind == verdict.kind)?;
+        later[kind].then(|| verdict.event())
+    });
+    Invalid::events(flagged).judged_on_arrival(config.fraud.arrival_judge())
 }
 
 /// Conversions as last touch credits them, with the conversion's own

@@ -38,12 +38,15 @@
 //! # Fraud, late data and deletions
 //!
 //! Touches in the `invalid` collection (fraud verdicts, naming each event
-//! by its [`EventKey`]: id and event time) are removed by an antijoin before credit is split, so a verdict that
-//! arrives late moves credit to the remaining touches as a correction;
-//! deleting an event retracts its credit the same way. `invalid` is treated
-//! as a set (a verdict repeated counts once). The antijoin is applied to the
-//! (conversion, touch) pairs in window rather than to every touch: the same
-//! answer, with state and work only for the touches that can earn credit.
+//! by its [`EventKey`]: id and event time) are removed by an antijoin
+//! before credit is split, so a verdict that arrives late moves credit to
+//! the remaining touches as a correction; deleting an event retracts its
+//! credit the same way. `invalid` is treated as a set (a verdict repeated
+//! counts once); with a horizon it is retired once its touch's pairs are
+//! gone, a window plus the horizon after the touch. The antijoin is
+//! applied to the (conversion, touch) pairs in window rather than to every
+//! touch: the same answer, with state and work only for the touches that
+//! can earn credit.
 //!
 //! The input should be deduplicated events (`DedupExt`). Copies are
 //! harmless all the same: a conversion is `(event id, ts, identity,
@@ -77,8 +80,8 @@
 //!
 //! ```
 //! use adflow::event::{Event, EventId, EventKind};
-//! use adflow::timestamp::Millis;
 //! use adflow_operators::attribution::{AttributionConfig, AttributionExt, Model};
+//! use adflow_operators::fraud::EventKey;
 //! use adflow_operators::testing::{id, START};
 //! use differential_dataflow::input::Input;
 //! use std::sync::{Arc, Mutex};
@@ -111,7 +114,7 @@
 //! timely::execute_directly(move |worker| {
 //!     let (mut events, mut invalid) = worker.dataflow::<u64, _, _>(|scope| {
 //!         let (events_in, events) = scope.new_collection::<Event, isize>();
-//!         let (invalid_in, invalid) = scope.new_collection::<(EventId, Millis), isize>();
+//!         let (invalid_in, invalid) = scope.new_collection::<EventKey, isize>();
 //!         let config = AttributionConfig {
 //!             models: vec![Model::LastTouch, Model::Linear],
 //!             ..AttributionConfig::default()
@@ -473,10 +476,24 @@ impl<'scope> AttributionExt<'scope> for VecCollection<'scope, Time, Event> {
         // some conversion's window rather than on all touches, which keeps
         // its state (and cost) to the pairs that matter; a late verdict
         // retracts the pair and the reduce below moves the credit.
+        // A verdict outlives the pairs of its touch: those go with their
+        // conversion, at most a window after the touch plus the horizon.
+        let invalid = match horizon {
+            Some(horizon) => {
+                let longest = touches.click_window.max(touches.view_window);
+                invalid.retire_after(&format!("{name}: verdicts"), move |(_, ts)| {
+                    at(ts
+                        .saturating_add(longest)
+                        .saturating_add(horizon)
+                        .saturating_add(1))
+                })
+            }
+            None => invalid,
+        };
         let verdicts = flagged_set(invalid, &format!("{name}: verdicts"));
         let flagged = in_window
             .clone()
-            .arrange_by_key_named(&format!("{name}: touches in window by event id"))
+            .arrange_by_key_named(&format!("{name}: touches in window by event key"))
             .join_core(verdicts, |_id, pair, &()| Some(*pair));
         let valid = in_window
             .map(|(_, pair)| pair)

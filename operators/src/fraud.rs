@@ -4,7 +4,8 @@
 //! [`FraudExt::flag_fraud`] turns a collection of events into a [`Fraud`]:
 //! the [`Verdict`]s (one per flagged event and rule: the rule, the key it
 //! counted by, the measured count and the configured threshold) and the
-//! distinct ids of flagged events, which metrics and attribution antijoin.
+//! flagged events, each once by [`EventKey`] (id and event time), which
+//! metrics and attribution antijoin.
 //! Both are ordinary differential collections, so a verdict that appears
 //! late — a flood recognised at its 101st click, a click whose page view
 //! never came — retracts the event downstream as a correction, and one that
@@ -112,13 +113,6 @@ pub use config::{CountRule, FraudConfig, FraudConfigError, IpNetwork, WindowRule
 /// reuses its id later.
 pub type EventKey = (EventId, Millis);
 
-impl Verdict {
-    /// The event this verdict flags.
-    pub fn event(&self) -> EventKey {
-        (self.event_id, self.ts)
-    }
-}
-
 /// The key of `event` as verdicts name it.
 pub fn event_key(event: &Event) -> EventKey {
     (event.event_id, event.ts)
@@ -198,6 +192,14 @@ impl Rule {
         Rule::NoPageView,
     ];
 
+    /// The rules decided by the event alone (`context.rs`), in declaration order.
+    pub const CONTEXT: [Rule; 4] = [
+        Rule::BotUserAgent,
+        Rule::MissingUserAgent,
+        Rule::BlockedIp,
+        Rule::DatacenterIp,
+    ];
+
     /// The stable reason code (snake case, as serde writes it).
     ///
     /// ```
@@ -230,10 +232,7 @@ impl Rule {
     /// verdict on an event is known when the event arrives and never
     /// changes, whatever arrives later.
     pub fn decides_by_event_alone(self) -> bool {
-        matches!(
-            self,
-            Rule::BotUserAgent | Rule::MissingUserAgent | Rule::BlockedIp | Rule::DatacenterIp
-        )
+        Rule::CONTEXT.contains(&self)
     }
 
     /// Whether the rule may flag events of `kind` (the "flags" column of
@@ -308,7 +307,7 @@ pub struct Verdict {
 /// use adflow_operators::fraud::{Rule, Verdict};
 /// let verdict = Verdict {
 ///     event_id: EventId(0xab), ts: 1_793_491_200_000, kind: EventKind::Click,
-///     rule: Rule::ClickFloodIp, key: "192.0.2.1".into(), count: 150, threshold: 100,
+///     rule: Rule::ClickFloodIp, key: "192.0.2.1".into(), count: 101, threshold: 100,
 /// };
 /// assert_eq!(Verdict::columns().len(), verdict.values().len());
 /// let table = render_table("verdicts", &[verdict], 10);
@@ -321,6 +320,11 @@ pub struct Verdict {
 pub type VerdictKey = (EventId, Millis, EventKind, Rule, String);
 
 impl Verdict {
+    /// The event this verdict flags.
+    pub fn event(&self) -> EventKey {
+        (self.event_id, self.ts)
+    }
+
     /// The verdict's identity and its evidence `(count, threshold)`.
     pub fn into_parts(self) -> (VerdictKey, (i64, i64)) {
         let Verdict {

@@ -80,10 +80,10 @@
 //!
 //! - conversions are retired (see [`crate::retention`]) at the expiry of
 //!   their hour, touches at or after it (from the trace of their
-//!   arrangement by id, which holds no cancellation per touch; a touch's
-//!   retraction past its hour's expiry only changes frozen rows); invalid
-//!   ids (which carry no event time) at their arrival time plus `1 h + 2h`;
-//!   the day (month) rollup's inputs at the day (month) expiry;
+//!   arrangement by key, which holds no cancellation per touch; a touch's
+//!   retraction past its hour's expiry only changes frozen rows), and so
+//!   are invalid events, by their event time; the day (month) rollup's
+//!   inputs at the day (month) expiry;
 //! - each output is frozen at its row's expiry: updates at or after it
 //!   (which can only be the retirements' retractions) are dropped.
 //!
@@ -98,25 +98,21 @@
 //!    by `click ts + h ≤ ts + h`). If fraud rules flag events later than
 //!    the pipeline's horizon after their event time (a rule window `w`),
 //!    set the metrics horizon to the pipeline horizon plus `w`;
-//! 2. a verdict arrives no earlier than `h` before the start of its event's
-//!    hour. Any verdict computed from the event itself arrives at or after
-//!    the event's dataflow time, so this holds whenever the dataflow tick is
-//!    at most `h` (the pipeline's ticks are 1 s for streams, 1 h for
-//!    backfills); a verdict a few seconds ahead of its event is fine;
-//! 3. deletions happen within the horizon too.
+//! 2. deletions happen within the horizon too.
 //!
 //! An update for hour `b` then arrives before `b + 1 h + h`, the hour's
 //! expiry; every retirement retraction lands at or after the expiry of the
-//! rows it touches (a verdict that arrived at `V ≥ b − h` is retired at
-//! `V + 1 h + 2h ≥ b + 1 h + h`), and freezing drops exactly those. Day and month rollups
+//! rows it touches (a verdict is retired at its event's hour's expiry),
+//! and freezing drops exactly those. Day and month rollups
 //! read the *frozen* hourly (daily) output, which only changes before the
 //! hour's expiry `≤` the day's expiry, so their own retire/freeze pair at the
 //! coarser expiry is exact by the same argument. State then holds about
-//! `h + 1 h` of touches by id, the keys of the live hours, days and months,
-//! and the verdicts of the last `2h + 1 h`.
+//! `h + 1 h` of the touches held by key and of the verdicts, and the keys
+//! of the live hours, days and months.
 //!
 //! ```
 //! use adflow::prelude::*;
+//! use adflow_operators::fraud::EventKey;
 //! use adflow_operators::metrics::{
 //!     AttributedConversion, CampaignMetricsExt, Granularity, Invalid, MetricsConfig, MetricsRow,
 //! };
@@ -143,9 +139,9 @@
 //! timely::execute_directly(move |worker| {
 //!     let (mut events, mut invalid, mut conversions) = worker.dataflow::<Time, _, _>(|scope| {
 //!         let (events_in, events) = scope.new_collection::<Event, isize>();
-//!         let (invalid_in, invalid) = scope.new_collection::<(EventId, Millis), isize>();
+//!         let (invalid_in, invalid) = scope.new_collection::<EventKey, isize>();
 //!         let (conversions_in, conversions) = scope.new_collection::<AttributedConversion, isize>();
-//!         let metrics = events.campaign_metrics(Some(Invalid::ids(invalid)), conversions, &MetricsConfig::default());
+//!         let metrics = events.campaign_metrics(Some(Invalid::events(invalid)), conversions, &MetricsConfig::default());
 //!         let sink = Arc::clone(&sink);
 //!         metrics.hourly
 //!             .concat(metrics.monthly)
@@ -172,18 +168,15 @@
 //! ```
 
 use differential_dataflow::collection::{AsCollection, VecCollection};
-use differential_dataflow::difference::{Abelian, Semigroup};
+use differential_dataflow::difference::Semigroup;
 use differential_dataflow::operators::CountTotal;
-use differential_dataflow::Data;
 use serde::{Deserialize, Serialize};
-use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::core::ToStream;
-use timely::dataflow::operators::generic::operator::Operator;
 
 use adflow::event::{Country, DeviceType, Event, EventId, EventKind, Id};
 use adflow::money::Micros;
 use adflow::pipeline::Time;
-use adflow::timestamp::{Millis, HOUR_MS};
+use adflow::timestamp::Millis;
 
 use crate::attribution::{Credit, Unattributed, CONVERSION_MICROS};
 use crate::fraud::{event_key, flagged_set, EventKey};
@@ -295,7 +288,7 @@ impl AttributedConversion {
 /// Which touches are invalid: the fraud input of
 /// [`CampaignMetricsExt::campaign_metrics`] (module docs, "Inputs").
 pub struct Invalid<'scope> {
-    ids: VecCollection<'scope, Time, EventKey>,
+    flagged: VecCollection<'scope, Time, EventKey>,
     on_arrival: Option<ArrivalJudge>,
 }
 
@@ -304,22 +297,23 @@ type ArrivalJudge = Box<dyn Fn(&Event) -> Option<bool>>;
 
 impl<'scope> Invalid<'scope> {
     /// Flagged events, by [`EventKey`] (id and event time), as a set. A
-    /// verdict may arrive at any time, before or after its event, so every
-    /// touch is held by its key for one to find it.
-    pub fn ids(ids: VecCollection<'scope, Time, EventKey>) -> Invalid<'scope> {
+    /// verdict may arrive before or after its event, so every touch is
+    /// held by its key for one to find it.
+    pub fn events(flagged: VecCollection<'scope, Time, EventKey>) -> Invalid<'scope> {
         Invalid {
-            ids,
+            flagged,
             on_arrival: None,
         }
     }
 
-    /// As [`Invalid::ids`], except for the touches `judge` decides as they
+    /// As [`Invalid::events`], except for the touches `judge` decides as they
     /// arrive: `Some(flagged)` says the touch is invalid or valid for good,
-    /// and it is counted so at once, neither held by id nor looked up in
-    /// the ids (which must agree); `None` leaves it to the ids. A fraud
+    /// and it is counted so at once, neither held by key nor looked up in
+    /// the flagged events (which must agree, or leave it out); `None` leaves
+    /// it to them. A fraud
     /// configuration's [`FraudConfig::arrival_judge`](crate::fraud::FraudConfig::arrival_judge)
     /// decides impressions (only context rules flag them), which spares
-    /// holding most of the traffic by id.
+    /// holding most of the traffic by key.
     pub fn judged_on_arrival(
         self,
         judge: impl Fn(&Event) -> Option<bool> + 'static,
@@ -410,11 +404,11 @@ impl Touch {
         }
     }
 
-    /// What the touch adds, judged as it arrives: flagged, it is also one
+    /// What the touch adds, judged as it arrives: invalid, it is also one
     /// invalid event, and not billed.
-    fn judged_counters(&self, flagged: bool) -> Counters {
+    fn judged_counters(&self, invalid: bool) -> Counters {
         let mut counters = self.counters();
-        if flagged {
+        if invalid {
             counters.plus_equals(&self.invalid_counters());
         }
         counters
@@ -458,33 +452,8 @@ fn expiry(granularity: Granularity, bucket: Millis, horizon: Millis) -> Time {
     Time::try_from(at.max(0)).unwrap_or(Time::MAX)
 }
 
-/// Adds, for every update, its negation `lifetime` after the update's own
-/// time: retirement for records (invalid ids) that carry no event time.
-fn retire_after_arrival<'scope, D: Data, R: Abelian + 'static>(
-    collection: VecCollection<'scope, Time, D, R>,
-    name: &str,
-    lifetime: Time,
-) -> VecCollection<'scope, Time, D, R> {
-    let cancellations = collection
-        .inner
-        .clone()
-        .unary(Pipeline, &format!("Retire: {name}"), move |_, _| {
-            move |input, output| {
-                input.for_each(|time, data| {
-                    let mut session = output.session(&time);
-                    for (record, time, mut diff) in data.drain(..) {
-                        diff.negate();
-                        session.give((record, time.saturating_add(lifetime), diff));
-                    }
-                });
-            }
-        })
-        .as_collection();
-    collection.concat(cancellations)
-}
-
 /// What the touches add to their hourly rows, with the invalid ones (found
-/// by id, whichever of touch and verdict arrives last) moved to the invalid
+/// by key, whichever of touch and verdict arrives last) moved to the invalid
 /// counts and out of the cost.
 fn touch_deltas_with_verdicts<'scope>(
     touches: VecCollection<'scope, Time, (EventKey, Touch)>,
@@ -493,7 +462,7 @@ fn touch_deltas_with_verdicts<'scope>(
     horizon: Option<Millis>,
 ) -> VecCollection<'scope, Time, MetricsKey, Counters> {
     let hour = Granularity::Hour;
-    let touches_by_id = format!("{name}: arrange touches by id");
+    let touches_by_key = format!("{name}: arrange touches by key");
     // Impressions and clicks, all of them, with their full cost.
     let (counted, touches) = match horizon {
         // Retired from the arrangement's own trace, at or after their
@@ -503,7 +472,7 @@ fn touch_deltas_with_verdicts<'scope>(
         // the retirement too.
         Some(horizon) => {
             let touches = touches
-                .arrange_by_key_retiring_named(&touches_by_id, move |_, touch: &Touch| {
+                .arrange_by_key_retiring_named(&touches_by_key, move |_, touch: &Touch| {
                     expiry(hour, touch.key.bucket, horizon)
                 });
             let counted = touches
@@ -515,26 +484,23 @@ fn touch_deltas_with_verdicts<'scope>(
             touches
                 .clone()
                 .map(|(_, touch)| (touch.key, touch.counters())),
-            touches.arrange_by_key_named(&touches_by_id),
+            touches.arrange_by_key_named(&touches_by_key),
         ),
     };
     let counted = counted.explode(Some);
     if let Some(horizon) = horizon {
-        // Long enough for a verdict that arrived up to `horizon` before
-        // its event's hour: contract condition 2 in the module docs.
-        let lifetime = HOUR_MS.saturating_add(horizon.saturating_mul(2));
-        invalid = retire_after_arrival(
-            invalid,
-            &format!("{name}: invalid ids"),
-            Time::try_from(lifetime.max(0)).unwrap_or(Time::MAX),
-        );
+        // At its event's hour's expiry, like the touch it flags: what it
+        // changes from then on is in frozen rows.
+        invalid = invalid.retire_after(&format!("{name}: invalid events"), move |(_, ts)| {
+            expiry(hour, hour.bucket(*ts), horizon)
+        });
     }
 
-    // The invalid ones, found by id whichever of touch and verdict
+    // The invalid ones, found by key whichever of touch and verdict
     // arrives last: move them to the invalid counts and out of the cost.
-    let invalid_ids = flagged_set(invalid, &format!("{name}: invalid ids"));
+    let invalid = flagged_set(invalid, &format!("{name}: invalid events"));
     let flagged = touches
-        .join_core(invalid_ids, |_id, touch: &Touch, _| {
+        .join_core(invalid, |_key, touch: &Touch, _| {
             Some((touch.key, touch.invalid_counters()))
         })
         .explode(|(key, counters)| Some((key, counters)));
@@ -621,17 +587,21 @@ impl<'scope> CampaignMetricsExt<'scope> for VecCollection<'scope, Time, Event> {
         let horizon = config.horizon;
         let hour = Granularity::Hour;
 
-        let (judge, ids): (ArrivalJudge, _) = match invalid {
+        let (judge, flagged): (ArrivalJudge, _) = match invalid {
             // No verdict will ever come: every touch is valid as it arrives.
             None => (Box::new(|_: &Event| Some(false)), None),
-            Some(Invalid { ids, on_arrival }) => (
+            Some(Invalid {
+                flagged,
+                on_arrival,
+            }) => (
                 on_arrival.unwrap_or_else(|| Box::new(|_: &Event| None)),
-                Some(ids),
+                Some(flagged),
             ),
         };
+        // Each touch with its validity if it is known on arrival.
         let touches = self.flat_map(move |event| {
-            let (id, touch) = Touch::of(&event)?;
-            Some((id, touch, judge(&event)))
+            let (key, touch) = Touch::of(&event)?;
+            Some((key, touch, judge(&event)))
         });
         let mut conversions = conversions;
         if let Some(horizon) = horizon {
@@ -643,18 +613,19 @@ impl<'scope> CampaignMetricsExt<'scope> for VecCollection<'scope, Time, Event> {
         // Touches judged on arrival are counted once, as judged, with no
         // per-touch state: retired as deltas.
         let judged = retire_deltas(
-            touches.clone().explode(|(_, touch, verdict)| {
-                verdict.map(|flagged| (touch.key, touch.judged_counters(flagged)))
+            touches.clone().explode(|(_, touch, on_arrival)| {
+                on_arrival.map(|invalid| (touch.key, touch.judged_counters(invalid)))
             }),
             name,
             hour,
             horizon,
         );
-        let touched = match ids {
-            Some(ids) => {
-                let pending = touches
-                    .flat_map(|(id, touch, verdict)| verdict.is_none().then_some((id, touch)));
-                touch_deltas_with_verdicts(pending, ids, name, horizon).concat(judged)
+        let touched = match flagged {
+            Some(flagged) => {
+                let pending = touches.flat_map(|(key, touch, on_arrival)| {
+                    on_arrival.is_none().then_some((key, touch))
+                });
+                touch_deltas_with_verdicts(pending, flagged, name, horizon).concat(judged)
             }
             None => judged,
         };

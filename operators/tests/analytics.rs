@@ -126,10 +126,12 @@ proptest! {
     /// family's horizon is the pipeline's, as `with_horizon_of` sets it.
     /// Exact when nothing is admitted or deleted beyond the horizon: the
     /// clock dead-letters late events; deletions are not made. Events that
-    /// share an id are made copies of one event, as resends are: verdicts
-    /// flag ids, and a verdict on one event would otherwise also mark a
-    /// different event with the same id days away, whose rows the horizon
-    /// may already have frozen (the no-horizon test keeps such collisions).
+    /// share an id are made copies of one event, as resends are. Verdicts
+    /// no longer need that (they name events by id and time), but with
+    /// ids reused by different events days apart the horizon run still
+    /// differs from the reference, in the conversions it counts (found
+    /// 2026-12-02, not yet explained); the no-horizon test keeps such
+    /// collisions.
     #[test]
     fn pipeline_with_horizon_matches_reference((mut events, mut feed) in events_and_feed()) {
         let mut first: BTreeMap<EventId, Event> = BTreeMap::new();
@@ -143,6 +145,16 @@ proptest! {
             ..feed.time
         };
         check(&events, &feed, config().with_horizon_of(&feed.time))?;
+    }
+
+    /// Dedup off (a window of zero): copies and events sharing an id and a
+    /// time all count, and verdicts, which name events by id and time,
+    /// reach every one of them, as in the reference.
+    #[test]
+    fn pipeline_without_dedup_matches_reference((events, feed) in events_and_feed()) {
+        let mut config = config();
+        config.dedup.window = 0;
+        check(&events, &feed, config)?;
     }
 }
 

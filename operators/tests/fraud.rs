@@ -630,3 +630,27 @@ fn every_rule_fires_on_the_generated_cases() {
     }
     assert!(quiet_cases < 48, "{quiet_cases} of 96 cases flag nothing");
 }
+
+#[test]
+fn with_only_context_rules_clicks_are_judged_on_arrival_too() {
+    let config = FraudConfig::only(&Rule::CONTEXT);
+    assert!(EventKind::ALL
+        .iter()
+        .all(|kind| config.judged_on_arrival(*kind)));
+    let mut bot = click(1, START, 7, 1);
+    bot.agent = adflow::event::AgentClass::Bot;
+    let human = click(2, START + SECOND_MS, 8, 2);
+    let events = [bot, human];
+    let invalid = invalid_events(&flag_fraud(&events, &config));
+    let judge = config.arrival_judge();
+    assert_eq!(judge(&bot), Some(true));
+    assert_eq!(judge(&human), Some(false));
+    for event in &events {
+        assert_eq!(judge(event), Some(invalid.contains(&event_key(event))));
+    }
+    // One rule relating clicks to other events, and clicks wait for it.
+    let config = FraudConfig::only(&[Rule::BotUserAgent, Rule::NoPageView]);
+    assert!(!config.judged_on_arrival(EventKind::Click));
+    assert!(config.judged_on_arrival(EventKind::Impression));
+    assert_eq!(config.arrival_judge()(&bot), None);
+}

@@ -135,7 +135,7 @@ fn build<'scope>(
     events: VecCollection<'scope, Time, Event>,
     config: MetricsConfig,
 ) -> VecCollection<'scope, Time, MetricsRow> {
-    let invalid = Invalid::ids(verdicts(&events));
+    let invalid = Invalid::events(verdicts(&events));
     let conversions = credits(&events);
     let metrics = events.campaign_metrics(Some(invalid), conversions, &config);
     metrics.hourly.concat(metrics.daily).concat(metrics.monthly)
@@ -158,7 +158,7 @@ fn build_judged<'scope>(
     events: VecCollection<'scope, Time, Event>,
     config: MetricsConfig,
 ) -> VecCollection<'scope, Time, MetricsRow> {
-    let invalid = Invalid::ids(verdicts(&events))
+    let invalid = Invalid::events(verdicts(&events))
         .judged_on_arrival(|event| (event.kind == EventKind::Impression).then(|| flagged(event)));
     let conversions = credits(&events);
     let metrics = events.campaign_metrics(Some(invalid), conversions, &config);
@@ -260,16 +260,19 @@ proptest! {
         (events, feed) in events_and_feed(120),
         horizon in prop_oneof![Just(None), Just(Some(30 * MINUTE_MS)), Just(Some(DAY_MS))],
     ) {
-        // Unique ids: a judged impression's verdict must agree with the ids,
-        // which an event sharing its id and time could contradict. With a
-        // horizon, as in `bounded_state_matches_reference`.
-        let mut feed = feed;
+        // Ids are reused by different events (at other times: a judged
+        // impression's verdict must agree with the flagged events, which
+        // another event with its id and time could contradict). With a
+        // horizon, unique ids and no deletions, as in
+        // `bounded_state_matches_reference`.
+        let (mut feed, mut events) = (feed, events);
         if horizon.is_some() {
             feed.deletions.clear();
             feed.time.horizon = horizon;
+            events = unique_ids(events);
         }
         let config = MetricsConfig { horizon, ..MetricsConfig::default() };
-        let outcome = run(&feed, &unique_ids(events), move |events| build_judged(events, config));
+        let outcome = run(&feed, &events, move |events| build_judged(events, config));
         prop_assert_eq!(outcome.output, expected(&outcome.admitted));
     }
 
@@ -334,7 +337,7 @@ fn changelog(rounds: Vec<Round>, config: MetricsConfig) -> Vec<(Time, MetricsRow
             let (conversions_in, conversions) =
                 scope.new_collection::<AttributedConversion, isize>();
             let metrics =
-                events.campaign_metrics(Some(Invalid::ids(invalid)), conversions, &config);
+                events.campaign_metrics(Some(Invalid::events(invalid)), conversions, &config);
             let sink = Arc::clone(&sink);
             metrics
                 .hourly
@@ -479,9 +482,9 @@ fn late_verdict_moves_a_click_to_invalid_and_out_of_the_cost() {
 #[test]
 fn verdict_before_its_event_counts_the_event_invalid_at_once() {
     // The verdict even arrives in the previous hour, a few seconds ahead
-    // of its event (within the horizon: contract condition 2). It must
-    // outlive the click's hour, or retiring it would unflag the click
-    // before the hour is frozen.
+    // of its event. It must outlive the click's hour, or retiring it would
+    // unflag the click before the hour is frozen: it is retired by its
+    // event's time, not by its own arrival.
     let click = event(EventKind::Click, 3, TEN + 10 * SECOND_MS, 0, 500_000);
     let (verdict, arrival) = (at(TEN - 5 * SECOND_MS), at(TEN + MINUTE_MS));
     let log = changelog(
@@ -516,6 +519,43 @@ fn verdict_before_its_event_counts_the_event_invalid_at_once() {
         ..Counters::default()
     };
     assert_eq!(log, sorted(at_every_granularity(arrival, key, counters, 1)));
+}
+
+#[test]
+fn a_verdict_flags_its_event_not_a_later_one_reusing_its_id() {
+    let first = event(EventKind::Click, 3, TEN + 10 * SECOND_MS, 0, 500_000);
+    let reused = Event {
+        ts: first.ts + DAY_MS,
+        ..first
+    };
+    let log = changelog(
+        vec![
+            Round {
+                at: at(first.ts),
+                events: vec![(first, 1)],
+                invalid: vec![(event_key(&first), 1)],
+                ..Round::default()
+            },
+            Round {
+                at: at(reused.ts),
+                events: vec![(reused, 1)],
+                ..Round::default()
+            },
+        ],
+        MetricsConfig::default(),
+    );
+    let mut hourly: BTreeMap<MetricsRow, isize> = BTreeMap::new();
+    for (_, row, diff) in log {
+        if row.granularity == Granularity::Hour {
+            *hourly.entry(row).or_insert(0) += diff;
+        }
+    }
+    hourly.retain(|_, count| *count != 0);
+    let clicks: Vec<(Millis, i64, i64)> = hourly
+        .keys()
+        .map(|row| (row.bucket, row.valid_clicks, row.invalid_clicks))
+        .collect();
+    assert_eq!(clicks, vec![(TEN, 0, 1), (TEN + DAY_MS, 1, 0)]);
 }
 
 #[test]

@@ -9,18 +9,10 @@ use differential_dataflow::collection::VecCollection;
 
 use super::{FraudConfig, Identity, Rule, Rules, Verdict};
 
-/// The context rules, in declaration order.
-const CONTEXT: [Rule; 4] = [
-    Rule::BotUserAgent,
-    Rule::MissingUserAgent,
-    Rule::BlockedIp,
-    Rule::DatacenterIp,
-];
-
 /// The verdicts of the enabled context rules.
 pub(super) fn flag<'scope>(rules: &Rules<'_, 'scope>) -> Vec<VecCollection<'scope, Time, Verdict>> {
     let config = rules.config;
-    if !CONTEXT.iter().any(|rule| config.enabled(*rule)) {
+    if !Rule::CONTEXT.iter().any(|rule| config.enabled(*rule)) {
         return Vec::new();
     }
     let config = config.clone();
@@ -43,13 +35,19 @@ fn fires(config: &FraudConfig, rule: Rule, event: &Event) -> bool {
         Rule::DatacenterIp => event
             .ip
             .is_some_and(|ip| config.datacenter_network(ip).is_some()),
-        _ => false,
+        Rule::ClickFloodIp
+        | Rule::ClickFloodUser
+        | Rule::DeviceVelocity
+        | Rule::GeoMismatch
+        | Rule::ClickInjection
+        | Rule::ClickWithoutImpression
+        | Rule::NoPageView => false,
     }
 }
 
 /// The context verdicts on one event (usually none, so no allocation).
 fn judge(event: &Event, config: &FraudConfig) -> Vec<Verdict> {
-    CONTEXT
+    Rule::CONTEXT
         .into_iter()
         .filter(|rule| fires(config, *rule, event))
         .map(|rule| Verdict {
@@ -73,6 +71,9 @@ fn key(rule: Rule, event: &Event, config: &FraudConfig) -> String {
             Some(network) => format!("{ip} in {network}"),
             None => ip.to_string(),
         },
+        (Rule::MissingUserAgent, _) => identity_key(event),
+        // Not a context rule, or one that needs an IP the event lacks
+        // (neither fires): the identity, as for a missing user agent.
         _ => identity_key(event),
     }
 }
@@ -124,7 +125,11 @@ impl FraudConfig {
         let config = self.clone();
         move |event| {
             let kind = EventKind::ALL.iter().position(|kind| *kind == event.kind)?;
-            judged[kind].then(|| CONTEXT.iter().any(|rule| fires(&config, *rule, event)))
+            judged[kind].then(|| {
+                Rule::CONTEXT
+                    .iter()
+                    .any(|rule| fires(&config, *rule, event))
+            })
         }
     }
 }

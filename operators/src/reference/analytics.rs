@@ -1,7 +1,7 @@
 //! Sequential reference of the whole pipeline, [`crate::analytics`]: the
 //! family references composed exactly as the dataflow composes the
 //! families — dedup, then fraud on the unique events, attribution and
-//! metrics on the unique events and the flagged ids — with the conversions
+//! metrics on the unique events and the flagged events — with the conversions
 //! that metrics count taken from the last-touch credits.
 
 use std::collections::BTreeMap;

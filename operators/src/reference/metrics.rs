@@ -115,7 +115,7 @@ fn metrics_at(
 }
 
 /// Hourly, daily and monthly metrics of the final `events` (impressions and
-/// clicks; other kinds are ignored), the final set of `invalid` event ids,
+/// clicks; other kinds are ignored), the final set of `invalid` events,
 /// and the final conversion credits, each list sorted by key.
 ///
 /// ```
