@@ -14,7 +14,7 @@ use differential_dataflow::collection::VecCollection;
 
 use crate::attribution::{Attribution, AttributionConfig, AttributionExt, Model};
 use crate::dedup::{DedupConfig, DedupExt, Duplicate};
-use crate::fraud::{flag_fraud_by_kind, EventKey, FraudConfig, Rule, Verdict};
+use crate::fraud::{event_key, flag_fraud_by_kind, EventKey, FraudConfig, Rule, Verdict};
 use crate::kinds::SplitByKindExt;
 use crate::metrics::{
     AttributedConversion, CampaignMetrics, CampaignMetricsExt, Invalid, MetricsConfig,
@@ -182,21 +182,27 @@ fn metrics_invalid<'scope>(
 }
 
 /// Conversions as last touch credits them, with the conversion's own
-/// country and device as dimensions; unattributed ones under no campaign.
+/// country and device as dimensions (found by its id and time, so a later
+/// conversion reusing its id does not lend it its own); unattributed ones
+/// under no campaign.
 fn last_touch_conversions<'scope>(
     conversions: VecCollection<'scope, Time, Event>,
     attribution: &Attribution<'scope>,
 ) -> VecCollection<'scope, Time, AttributedConversion> {
-    let dimensions = conversions.map(|event| (event.event_id, (event.country, event.device_type)));
+    let dimensions =
+        conversions.map(|event| (event_key(&event), (event.country, event.device_type)));
     let credited = attribution
         .credits
         .clone()
         .filter(|credit| credit.model == Model::LastTouch)
-        .map(|credit| (credit.conversion, AttributedConversion::credited(&credit)));
-    let unattributed = attribution
-        .unattributed
-        .clone()
-        .map(|lost| (lost.conversion, AttributedConversion::unattributed(&lost)));
+        .map(|credit| {
+            let conversion = AttributedConversion::credited(&credit);
+            ((conversion.conversion, conversion.ts), conversion)
+        });
+    let unattributed = attribution.unattributed.clone().map(|lost| {
+        let conversion = AttributedConversion::unattributed(&lost);
+        ((conversion.conversion, conversion.ts), conversion)
+    });
     credited
         .concat(unattributed)
         .join_map(dimensions, |_, conversion, (country, device_type)| {

@@ -6,13 +6,13 @@
 
 use std::collections::BTreeMap;
 
-use adflow::event::{Country, DeviceType, Event, EventId, EventKind};
+use adflow::event::{Country, DeviceType, Event, EventKind};
 use serde::{Deserialize, Serialize};
 
 use crate::analytics::AnalyticsConfig;
 use crate::attribution::{CampaignDayAttribution, Credit, Model, Unattributed};
 use crate::dedup::Duplicate;
-use crate::fraud::Verdict;
+use crate::fraud::{event_key, EventKey, Verdict};
 use crate::metrics::{AttributedConversion, MetricsRow};
 use crate::reference::{attribution, dedup, fraud, metrics};
 
@@ -84,18 +84,18 @@ pub fn analyze(events: &[Event], config: &AnalyticsConfig) -> Vec<AnalyticsRow> 
 }
 
 /// The conversions metrics count: each last-touch credit, and each
-/// unattributed conversion under no campaign, once per unique conversion
-/// event with that id, in that event's country and device.
+/// unattributed conversion under no campaign, in its conversion event's
+/// country and device (the event with its id and time: once per copy).
 fn last_touch_conversions(
     unique: &[Event],
     credits: &[Credit],
     unattributed: &[Unattributed],
 ) -> Vec<AttributedConversion> {
-    let mut dimensions: BTreeMap<EventId, Vec<(Country, DeviceType)>> = BTreeMap::new();
+    let mut dimensions: BTreeMap<EventKey, Vec<(Country, DeviceType)>> = BTreeMap::new();
     for event in unique {
         if event.kind == EventKind::Conversion {
             dimensions
-                .entry(event.event_id)
+                .entry(event_key(event))
                 .or_default()
                 .push((event.country, event.device_type));
         }
@@ -107,7 +107,7 @@ fn last_touch_conversions(
         .chain(unattributed.iter().map(AttributedConversion::unattributed))
         .flat_map(|conversion| {
             dimensions
-                .get(&conversion.conversion)
+                .get(&(conversion.conversion, conversion.ts))
                 .into_iter()
                 .flatten()
                 .map(move |&(country, device_type)| conversion.in_dimensions(country, device_type))
