@@ -3,8 +3,7 @@
 //!
 //! A click is flagged when some window `[s, s + window)` that holds it
 //! holds more than `threshold` clicks of its key; its verdict's `count` is
-//! that largest window count capped at `threshold + 1` ("more than the
-//! threshold"). Uncapped, every click added to a flood would change the
+//! `threshold + 1` ("more than the threshold"), not the window's size. Uncapped, every click added to a flood would change the
 //! verdict of every click already flagged in its window: a flood of `N`
 //! clicks arriving in order would make `O(N²)` verdict updates downstream
 //! (and as many upserts of a fraud-flags topic), where capped it makes `N`.
@@ -20,7 +19,6 @@
 //! in two buckets gets a candidate from both, and the verdicts reduce keeps
 //! the larger.
 
-use std::collections::VecDeque;
 use std::hash::Hash;
 
 use adflow::event::{Event, EventId, EventKind};
@@ -106,29 +104,28 @@ where
                     })
                     .collect();
                 let start = bucket.saturating_mul(window);
-                let cap = threshold.saturating_add(1);
-                for (ts, event_id, count) in flooded(start, window, threshold, &clicks) {
-                    output.push(((ts, event_id, count.min(cap)), 1isize));
+                for (ts, event_id) in flooded(start, window, threshold, &clicks) {
+                    output.push(((ts, event_id), 1isize));
                 }
             },
         )
-        .map(move |((key, _bucket), (ts, event_id, count))| Verdict {
+        .map(move |((key, _bucket), (ts, event_id))| Verdict {
             event_id,
             ts,
             kind: EventKind::Click,
             rule,
             key: render(&key),
-            count,
+            count: threshold.saturating_add(1),
             threshold,
         })
 }
 
 /// Judges the windows `[s, s + window)` that start at a click time `s` in
 /// `[bucket_start, bucket_start + window)`: returns every click inside a
-/// window holding more than `threshold` clicks, with the largest such
-/// count. `clicks` are sorted by time, with their multiplicities; a window
-/// that starts between two clicks holds no more than the one starting at
-/// the later click, so click times are the only starts to try.
+/// window holding more than `threshold` clicks. `clicks` are sorted by
+/// time, with their multiplicities; a window that starts between two
+/// clicks holds no more than the one starting at the later click, so
+/// click times are the only starts to try.
 ///
 /// ```text
 /// bucket b          bucket b+1
@@ -140,7 +137,7 @@ pub(super) fn flooded(
     window: Millis,
     threshold: i64,
     clicks: &[(Millis, EventId, i64)],
-) -> Vec<(Millis, EventId, i64)> {
+) -> Vec<(Millis, EventId)> {
     let mut prefix = Vec::with_capacity(clicks.len() + 1);
     let mut total = 0i64;
     prefix.push(total);
@@ -149,10 +146,11 @@ pub(super) fn flooded(
         prefix.push(total);
     }
 
-    // The windows over the threshold, as `[first, end)` index ranges; both
-    // ends grow with the start, which the sliding maximum below relies on.
+    // Both ends of a window grow with its start, so the clicks inside
+    // windows over the threshold are those before the furthest end seen.
     let bucket_end = bucket_start.saturating_add(window);
-    let mut windows: Vec<(usize, usize, i64)> = Vec::new();
+    let mut flagged = Vec::new();
+    let mut covered_until = 0;
     let mut first = 0;
     let mut end = 0;
     while first < clicks.len() {
@@ -165,34 +163,13 @@ pub(super) fn flooded(
         while end < clicks.len() && clicks[end].0 < limit {
             end += 1;
         }
-        let count = prefix[end] - prefix[first];
-        if start >= bucket_start && count > threshold {
-            windows.push((first, end, count));
+        if start >= bucket_start && prefix[end] - prefix[first] > threshold {
+            let from = covered_until.max(first);
+            flagged.extend(clicks[from..end].iter().map(|&(ts, id, _)| (ts, id)));
+            covered_until = end;
         }
         while first < clicks.len() && clicks[first].0 == start {
             first += 1;
-        }
-    }
-
-    // Each click takes the largest count of the windows holding it: a
-    // sliding maximum, since windows enter and leave in index order.
-    let mut flagged = Vec::new();
-    let mut holding: VecDeque<usize> = VecDeque::new();
-    let mut entering = 0;
-    for (index, &(ts, event_id, _)) in clicks.iter().enumerate() {
-        while entering < windows.len() && windows[entering].0 <= index {
-            let count = windows[entering].2;
-            while holding.back().is_some_and(|&w| windows[w].2 <= count) {
-                holding.pop_back();
-            }
-            holding.push_back(entering);
-            entering += 1;
-        }
-        while holding.front().is_some_and(|&w| windows[w].1 <= index) {
-            holding.pop_front();
-        }
-        if let Some(&w) = holding.front() {
-            flagged.push((ts, event_id, windows[w].2));
         }
     }
     flagged
@@ -210,14 +187,16 @@ mod tests {
             .collect()
     }
 
+    fn times(flagged: &[(Millis, EventId)]) -> Vec<Millis> {
+        flagged.iter().map(|(ts, _)| *ts).collect()
+    }
+
     #[test]
-    fn windows_start_in_the_bucket_and_each_click_takes_its_largest_count() {
+    fn windows_start_in_the_bucket_and_flag_every_click_inside() {
         // Bucket [0, 10), window 10, more than 2 clicks.
         let seen = clicks(&[1, 2, 9, 12, 18, 25]);
         // [1, 11) holds 3; [2, 12) holds 2; [9, 19) holds 3 (9, 12, 18).
-        let flagged = flooded(0, 10, 2, &seen);
-        let counts: Vec<(Millis, i64)> = flagged.iter().map(|(ts, _, c)| (*ts, *c)).collect();
-        assert_eq!(counts, vec![(1, 3), (2, 3), (9, 3), (12, 3), (18, 3)]);
+        assert_eq!(times(&flooded(0, 10, 2, &seen)), vec![1, 2, 9, 12, 18]);
         // The same clicks judged from bucket [10, 20): [12, 22) holds 2, [18, 28) holds 2.
         assert!(flooded(10, 10, 2, &seen[3..]).is_empty());
     }
@@ -226,31 +205,18 @@ mod tests {
     fn copies_count_and_equal_times_share_a_window() {
         let mut seen = clicks(&[5, 5, 7]);
         seen[2].2 = 3;
-        let flagged = flooded(0, 10, 4, &seen);
-        assert_eq!(flagged.len(), 3);
-        assert!(flagged.iter().all(|(_, _, count)| *count == 5));
+        assert_eq!(flooded(0, 10, 4, &seen).len(), 3);
         assert!(flooded(0, 10, 5, &seen).is_empty());
     }
 
     #[test]
-    fn a_dense_window_beats_a_sparse_one() {
+    fn overlapping_windows_flag_each_click_once() {
         // Window 10, more than 3: [0, 10), [1, 11) and [2, 12) hold 4,
-        // [9, 19) holds 5 (9 to 13).
-        let seen = clicks(&[0, 1, 2, 9, 10, 11, 12, 13]);
-        let flagged = flooded(0, 10, 3, &seen);
-        let counts: Vec<(Millis, i64)> = flagged.iter().map(|(ts, _, c)| (*ts, *c)).collect();
+        // [9, 19) holds 5 (9 to 13); 20 is in no window over the threshold.
+        let seen = clicks(&[0, 1, 2, 9, 10, 11, 12, 13, 20]);
         assert_eq!(
-            counts,
-            vec![
-                (0, 4),
-                (1, 4),
-                (2, 4),
-                (9, 5),
-                (10, 5),
-                (11, 5),
-                (12, 5),
-                (13, 5)
-            ]
+            times(&flooded(0, 10, 3, &seen)),
+            vec![0, 1, 2, 9, 10, 11, 12, 13]
         );
     }
 }

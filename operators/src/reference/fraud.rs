@@ -95,9 +95,8 @@ impl Found {
     }
 }
 
-/// For every click, the largest number of clicks of its key in a window
-/// `[s, s + window)` that holds it; flagged when above the threshold, with
-/// that count capped at `threshold + 1`.
+/// Every click of a key in a window `[s, s + window)` that holds more than
+/// the threshold of its clicks, with `count` = threshold + 1.
 fn window_counts<K: Ord + Hash>(
     found: &mut Found,
     clicks: &[&Event],
@@ -115,23 +114,18 @@ fn window_counts<K: Ord + Hash>(
     }
     for (key, mut list) in by_key {
         list.sort_by_key(|click| click.ts);
-        let mut largest: Vec<Option<i64>> = vec![None; list.len()];
-        // A window holding the most clicks can always start at a click.
+        let mut flagged = vec![false; list.len()];
+        // A window over the threshold can always start at a click.
         for start in &list {
             let from = list.partition_point(|click| click.ts < start.ts);
             let to = list.partition_point(|click| click.ts < start.ts.saturating_add(window));
-            let count = i64::try_from(to - from).unwrap_or(i64::MAX);
-            if count > settings.threshold {
-                for slot in &mut largest[from..to] {
-                    *slot = Some(slot.map_or(count, |seen| seen.max(count)));
-                }
+            if i64::try_from(to - from).unwrap_or(i64::MAX) > settings.threshold {
+                flagged[from..to].fill(true);
             }
         }
-        for (click, count) in list.iter().zip(largest) {
-            if let Some(count) = count {
-                let capped = count.min(settings.threshold.saturating_add(1));
-                found.flag(click, rule, render(&key), capped, settings.threshold);
-            }
+        let count = settings.threshold.saturating_add(1);
+        for (click, _) in list.iter().zip(flagged).filter(|(_, flagged)| *flagged) {
+            found.flag(click, rule, render(&key), count, settings.threshold);
         }
     }
 }
