@@ -22,7 +22,7 @@
 //! everything) and `stream` (one-second ticks, ten seconds of lateness, a
 //! one-day horizon: rules retire their state, verdicts are frozen). Before
 //! timing, every variant's verdicts are checked equal to the reference on
-//! the admitted events, and its invalid ids to theirs. Results are reported
+//! the admitted events, and its invalid events to theirs. Results are reported
 //! as events per second.
 
 use std::collections::{BTreeMap, BTreeSet};

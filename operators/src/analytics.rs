@@ -142,7 +142,7 @@ impl<'scope> AnalyticsExt<'scope> for VecCollection<'scope, Time, Event> {
         );
 
         let conversions = last_touch_conversions(kinds.conversions, &attribution);
-        let invalid = metrics_invalid(&fraud.verdicts, &fraud.invalid, config);
+        let invalid = metrics_invalid(&fraud.verdicts, config);
         let metrics = touch_events.campaign_metrics(Some(invalid), conversions, &metrics_config);
         Analytics {
             unique,
@@ -155,30 +155,36 @@ impl<'scope> AnalyticsExt<'scope> for VecCollection<'scope, Time, Event> {
     }
 }
 
-/// What metrics need of the verdicts. Only context rules, decided by the
-/// event alone, flag impressions: metrics count them as judged when they
-/// arrive, and hold (and look up) by key only the touches of kinds a
-/// verdict may reach later. That needs each event's key to be its own,
-/// which dedup makes it (a copy of an id within its window is a
-/// duplicate); with dedup off (a window of zero) two events may share an
-/// id and time, and every touch is looked up by key as verdicts name it.
+/// What metrics need of the verdicts: those on touches (impressions and
+/// clicks). Only context rules, decided by the event alone, flag
+/// impressions, so metrics count them as judged when they arrive and hold
+/// (and look up) by key only the touches of kinds a verdict may reach
+/// later. That needs each event's key to be its own, which dedup makes it
+/// (a copy of an id within its window is a duplicate); with dedup off (a
+/// window of zero) two events may share an id and time, and every touch is
+/// looked up by key as verdicts name it.
 fn metrics_invalid<'scope>(
     verdicts: &VecCollection<'scope, Time, Verdict>,
-    invalid: &VecCollection<'scope, Time, EventKey>,
     config: &AnalyticsConfig,
 ) -> Invalid<'scope> {
-    if config.dedup.window <= 0 {
-        return Invalid::events(invalid.clone());
-    }
-    let later = EventKind::ALL.map(|kind| !config.fraud.judged_on_arrival(kind));
+    let judged = config.dedup.window > 0;
+    let looked_up = EventKind::ALL.map(|kind| {
+        matches!(kind, EventKind::Impression | EventKind::Click)
+            && !(judged && config.fraud.judged_on_arrival(kind))
+    });
     // Metrics make a set of them: no distinct needed.
     let flagged = verdicts.clone().flat_map(move |verdict| {
         let kind = EventKind::ALL
             .iter()
             .position(|kind| *kind == verdict.kind)?;
-        later[kind].then(|| verdict.event())
+        looked_up[kind].then(|| verdict.event())
     });
-    Invalid::events(flagged).judged_on_arrival(config.fraud.arrival_judge())
+    let invalid = Invalid::events(flagged);
+    if judged {
+        invalid.judged_on_arrival(config.fraud.arrival_judge())
+    } else {
+        invalid
+    }
 }
 
 /// Conversions as last touch credits them, with the conversion's own

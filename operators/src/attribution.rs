@@ -71,10 +71,9 @@
 //! This is exact for events admitted within the horizon. Fraud verdicts and
 //! deletions must arrive within it too: a verdict later than
 //! `conversion ts + h` no longer moves that conversion's credit. Verdicts
-//! are kept as given: to bound their state the producer retires them, no
-//! earlier than the touches they flag (`ts + click window + h + 1`), or a
-//! retired verdict would hand credit back to a touch whose conversions are
-//! not yet frozen.
+//! are retired at their touch's `ts + max(click window, view window) + h +
+//! 1`, when every conversion the touch could earn credit from is frozen
+//! (a producer retiring them too, no earlier, is harmless).
 //!
 //! # Example
 //!
@@ -494,7 +493,7 @@ impl<'scope> AttributionExt<'scope> for VecCollection<'scope, Time, Event> {
         let flagged = in_window
             .clone()
             .arrange_by_key_named(&format!("{name}: touches in window by event key"))
-            .join_core(verdicts, |_id, pair, &()| Some(*pair));
+            .join_core(verdicts, |_key, pair, &()| Some(*pair));
         let valid = in_window
             .map(|(_, pair)| pair)
             .concat(flagged.negate())

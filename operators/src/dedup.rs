@@ -440,7 +440,7 @@ fn order_key(event: &Event) -> (Option<Id>, Option<Id>, Option<Id>) {
     (event.user_id, device, event.order_id)
 }
 
-fn event_key(event: &Event) -> EventId {
+fn id_of(event: &Event) -> EventId {
     event.event_id
 }
 
@@ -455,7 +455,7 @@ fn build<'scope>(
         &format!("{name}: by event id"),
         config,
         DuplicateReason::EventId,
-        event_key,
+        id_of,
         has_order,
         gauge.clone(),
     );

@@ -132,17 +132,17 @@ pub(crate) fn flagged_set<'scope>(
         .arrange_by_self_named(&format!("{name}: arrange"))
         .reduce_abelian::<_, KeyBuilder<EventKey, Time, isize>, KeySpine<EventKey, Time, isize>, _, _>(
             &format!("{name}: set"),
-            |_id, counts, output| {
+            |_key, counts, output| {
                 if counts[0].1 > 0 {
                     output.push(((), 1));
                 }
             },
-            |buffer, id, updates| {
+            |buffer, key, updates| {
                 buffer.clear();
                 buffer.extend(
                     updates
                         .drain(..)
-                        .map(|(unit, time, diff)| ((*id, unit), time, diff)),
+                        .map(|(unit, time, diff)| ((*key, unit), time, diff)),
                 );
             },
         )

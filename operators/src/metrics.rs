@@ -22,9 +22,10 @@
 //!   clicks only; excluding flagged touches from conversion credit is
 //!   attribution's job. `None` says no verdict will ever come (a pipeline
 //!   without fraud rules). Touches that
-//!   [`Invalid::judged_on_arrival`] decides as they arrive (impressions, in
-//!   the pipeline: only context rules, which read the event alone, flag
-//!   them) are counted as judged at once. Only the others are held by key
+//!   [`Invalid::judged_on_arrival`] decides as they arrive are counted as
+//!   judged at once: in the pipeline, with dedup on, the kinds that only
+//!   context rules (which read the event alone) may flag, which is always
+//!   impressions. Only the others are held by key
 //!   for a verdict to find, which is the family's only per-event state:
 //!   holding all 9.4M impressions of the 10M benchmark by id, and joining
 //!   them with the verdicts, took about a sixth of the whole pipeline's

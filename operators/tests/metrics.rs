@@ -153,7 +153,7 @@ fn verdicts<'scope>(
 
 /// As [`build`], with impressions judged on arrival (as the pipeline judges
 /// them): their verdicts in the ids, which still come late, are not looked
-/// up, and only clicks are held by id.
+/// up, and only clicks are held by key.
 fn build_judged<'scope>(
     events: VecCollection<'scope, Time, Event>,
     config: MetricsConfig,
@@ -166,7 +166,7 @@ fn build_judged<'scope>(
 }
 
 /// The metrics dataflow with credits but no verdicts at all (`None`: no
-/// touch is held by id) and, unless `config` asks for them, no rollups.
+/// touch is held by key) and, unless `config` asks for them, no rollups.
 fn build_without_verdicts<'scope>(
     events: VecCollection<'scope, Time, Event>,
     config: MetricsConfig,

@@ -71,9 +71,8 @@ fn key(rule: Rule, event: &Event, config: &FraudConfig) -> String {
             Some(network) => format!("{ip} in {network}"),
             None => ip.to_string(),
         },
-        (Rule::MissingUserAgent, _) => identity_key(event),
-        // Not a context rule, or one that needs an IP the event lacks
-        // (neither fires): the identity, as for a missing user agent.
+        // A missing user agent; or a rule that does not fire here (not a
+        // context rule, or one that needs an IP the event lacks).
         _ => identity_key(event),
     }
 }

@@ -3,10 +3,11 @@
 //!
 //! A click is flagged when some window `[s, s + window)` that holds it
 //! holds more than `threshold` clicks of its key; its verdict's `count` is
-//! `threshold + 1` ("more than the threshold"), not the window's size. Uncapped, every click added to a flood would change the
-//! verdict of every click already flagged in its window: a flood of `N`
-//! clicks arriving in order would make `O(N²)` verdict updates downstream
-//! (and as many upserts of a fraud-flags topic), where capped it makes `N`.
+//! `threshold + 1` ("more than the threshold"), not the window's size.
+//! Were it the size, every click added to a flood would change the verdict
+//! of every click already flagged in its window: a flood of `N` clicks
+//! arriving in order would make `O(N²)` verdict updates downstream (and as
+//! many upserts of a fraud-flags topic), where this way it makes `N`.
 //! A flood's size is the number of its flagged clicks. Sliding rather than
 //! tumbling: a flood is caught whether or not it straddles a minute
 //! boundary.
@@ -16,8 +17,8 @@
 //! its own bucket and the one before) and judges the windows that *start*
 //! in bucket `b`, which end before bucket `b + 2`. Every window starts in
 //! some bucket, so every window is judged once; a click in windows starting
-//! in two buckets gets a candidate from both, and the verdicts reduce keeps
-//! the larger.
+//! in two buckets gets the same candidate from both, and the verdicts
+//! reduce keeps one.
 
 use std::hash::Hash;
 
