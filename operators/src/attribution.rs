@@ -13,9 +13,10 @@
 //! are its touches; otherwise its impressions in the view window are.
 //!
 //! The touches form a path ordered by `(ts, event_id)`. Inside the dataflow
-//! event ids are 128-bit hashes ([`EventId`](adflow::event::EventId)), so "event id order" is the
-//! order of the hashes, not of the tracker's strings: deterministic, the same
-//! on every worker and run, but not alphabetical.
+//! event ids are 128-bit hashes ([`EventId`](adflow::event::EventId)), so
+//! "event id order" is the order of the hashes, not of the tracker's
+//! strings: deterministic, the same on every worker and run, but not
+//! alphabetical.
 //!
 //! # How credit is split
 //!
