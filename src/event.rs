@@ -39,6 +39,16 @@ impl EventKind {
         EventKind::PageView,
     ];
 
+    /// The kind's position in [`EventKind::ALL`], to index per-kind tables.
+    ///
+    /// ```
+    /// use adflow::event::EventKind;
+    /// assert!(EventKind::ALL.iter().enumerate().all(|(at, kind)| kind.index() == at));
+    /// ```
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The wire name: `impression`, `click`, `conversion`, `page_view`.
     pub fn as_str(self) -> &'static str {
         match self {

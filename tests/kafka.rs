@@ -32,6 +32,7 @@ use adflow_operators::analytics::{AnalyticsConfig, AnalyticsExt};
 use adflow_operators::outputs::output_names;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
 use rdkafka::{Offset, TopicPartitionList};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -224,14 +225,30 @@ fn topic_rows(brokers: &str, topic: &str) -> BTreeMap<String, usize> {
     rows
 }
 
-#[test]
-fn round_trip_agrees_with_the_file_pipeline_and_dead_letters_malformed_messages() {
+/// A mock cluster whose topic `events` (of `partitions`) holds `events`
+/// adgen events over `span_ms`; returns the cluster, its brokers and the lines.
+fn cluster_with_events(
+    partitions: i32,
+    events: u64,
+    span_ms: i64,
+) -> (
+    MockCluster<'static, DefaultProducerContext>,
+    String,
+    Vec<Vec<u8>>,
+) {
     let cluster = MockCluster::new(1).expect("mock cluster");
     let brokers = cluster.bootstrap_servers();
-    cluster.create_topic("events", 4, 1).expect("topic");
-
-    let lines = adgen_lines(20_000, 6 * HOUR_MS);
+    cluster
+        .create_topic("events", partitions, 1)
+        .expect("topic");
+    let lines = adgen_lines(events, span_ms);
     produce(&brokers, "events", &lines, None);
+    (cluster, brokers, lines)
+}
+
+#[test]
+fn round_trip_agrees_with_the_file_pipeline_and_dead_letters_malformed_messages() {
+    let (_cluster, brokers, lines) = cluster_with_events(4, 20_000, 6 * HOUR_MS);
     // Malformed messages, each at a known partition and offset: partition
     // 3 already holds its share of the events.
     let bad: [(&[u8], Reason); 3] = [
@@ -302,11 +319,7 @@ fn one_row_per_key_upserts_are_exact_when_a_keys_updates_come_from_several_worke
     use differential_dataflow::collection::AsCollection;
     use timely::dataflow::operators::Exchange;
 
-    let cluster = MockCluster::new(1).expect("mock cluster");
-    let brokers = cluster.bootstrap_servers();
-    cluster.create_topic("events", 4, 1).expect("topic");
-    let lines = adgen_lines(20_000, 6 * HOUR_MS);
-    produce(&brokers, "events", &lines, None);
+    let (_cluster, brokers, lines) = cluster_with_events(4, 20_000, 6 * HOUR_MS);
 
     let summary = KafkaPipeline::new(source(&brokers, "events", "scattered"))
         .time(stream_time())
@@ -332,11 +345,7 @@ fn one_row_per_key_upserts_are_exact_when_a_keys_updates_come_from_several_worke
 fn refused_output_messages_fail_the_sink_and_commit_nothing() {
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
-    let cluster = MockCluster::new(1).expect("mock cluster");
-    let brokers = cluster.bootstrap_servers();
-    cluster.create_topic("events", 2, 1).expect("topic");
-    let lines = adgen_lines(2_000, HOUR_MS);
-    produce(&brokers, "events", &lines, None);
+    let (cluster, brokers, _) = cluster_with_events(2, 2_000, HOUR_MS);
     // From here on the broker refuses every produce request, for good.
     cluster.request_errors(
         RDKafkaApiKey::Produce,

@@ -176,12 +176,9 @@ fn metrics_invalid<'scope>(
             && !(judged && config.fraud.judged_on_arrival(kind))
     });
     // Metrics make a set of them: no distinct needed.
-    let flagged = verdicts.clone().flat_map(move |verdict| {
-        let kind = EventKind::ALL
-            .iter()
-            .position(|kind| *kind == verdict.kind)?;
-        looked_up[kind].then(|| verdict.event())
-    });
+    let flagged = verdicts
+        .clone()
+        .flat_map(move |verdict| looked_up[verdict.kind.index()].then(|| verdict.event()));
     let invalid = Invalid::events(flagged);
     if judged {
         invalid.judged_on_arrival(config.fraud.arrival_judge())

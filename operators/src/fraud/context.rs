@@ -123,8 +123,7 @@ impl FraudConfig {
         let judged = EventKind::ALL.map(|kind| self.judged_on_arrival(kind));
         let config = self.clone();
         move |event| {
-            let kind = EventKind::ALL.iter().position(|kind| *kind == event.kind)?;
-            judged[kind].then(|| {
+            judged[event.kind.index()].then(|| {
                 Rule::CONTEXT
                     .iter()
                     .any(|rule| fires(&config, *rule, event))
