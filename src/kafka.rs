@@ -484,11 +484,13 @@ impl KafkaPipeline {
                 producer: OnceCell::new(),
                 unsent: Cell::new(None),
             };
-            let (mut events_in, mut dead_in, probe) = worker.dataflow::<Time, _, _>(|scope| {
+            let mut inputs = worker.dataflow::<Time, _, _>(|scope| {
                 let (inputs, streams) = Streams::new(scope);
                 build(scope, streams, &outputs);
                 inputs
             });
+            let probe = inputs.probe.clone();
+            let mut names = Vec::new();
             let mut outcome = WorkerOutcome::default();
             let validator = EventValidator::new(time.reference, time.max_clock_skew);
             let mut reader =
@@ -525,6 +527,9 @@ impl KafkaPipeline {
                 // busy stream is never held up by the wait.
                 let wait = if quiet { POLL_WAIT } else { Duration::ZERO };
                 quiet = reader.poll(READ_BATCH, wait, &mut batch) == 0;
+                // Before the events: sent at the inputs' time, no later than theirs.
+                reader.take_new_names(&mut names);
+                inputs.send_names(&mut names);
                 for polled in batch.drain(..) {
                     match polled {
                         Polled::Event(event, position) => {
@@ -539,17 +544,17 @@ impl KafkaPipeline {
                                     let frontier = clock.frontier();
                                     let letter =
                                         late_letter(&source.topic, position, &event, frontier);
-                                    dead_in.update_at(letter, frontier, 1);
+                                    inputs.dead_letters.update_at(letter, frontier, 1);
                                     continue;
                                 }
                             };
                             latest_stamp = Some(latest_stamp.map_or(at, |latest| latest.max(at)));
-                            events_in.update_at(event, at, 1);
+                            inputs.events.update_at(event, at, 1);
                             outcome.summary.events.add(event.kind);
                         }
                         Polled::Dead(dead) => {
                             outcome.summary.dead_letters.add(dead.reason);
-                            dead_in.update_at(dead, clock.frontier(), 1);
+                            inputs.dead_letters.update_at(dead, clock.frontier(), 1);
                         }
                     }
                 }
@@ -570,10 +575,7 @@ impl KafkaPipeline {
                     None => None,
                 };
                 if let Some(watermark) = basis.and_then(|basis| clock.advance_from(basis)) {
-                    events_in.advance_to(watermark);
-                    dead_in.advance_to(watermark);
-                    events_in.flush();
-                    dead_in.flush();
+                    inputs.advance_to(watermark);
                     if !replaying {
                         let positions = reader.positions();
                         if checkpoints
@@ -617,8 +619,7 @@ impl KafkaPipeline {
                 resume.replay_done(latest_stamp.map_or_else(|| clock.frontier(), |t| t + 1));
             }
             let final_positions = reader.positions();
-            drop(events_in);
-            drop(dead_in);
+            drop(inputs);
             while worker.step_or_park(None) {
                 if shutdown.state() == ABORTING {
                     outcome.aborted = true;

@@ -14,6 +14,7 @@ pub mod event;
 pub mod hashing;
 pub mod kafka;
 pub mod money;
+pub mod names;
 pub mod parsing;
 pub mod pipeline;
 pub mod prelude;

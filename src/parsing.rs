@@ -185,6 +185,11 @@ pub struct EventValidator {
     /// distinct agents, and matching the bot patterns is the costliest step
     /// of validation (about a tenth of a whole backfill before this cache).
     agents: PrehashedMap<Id, AgentClass>,
+    /// Campaign and ad ids whose text this validator has passed to
+    /// [`crate::names`], and the ones it has not yet handed on
+    /// ([`EventValidator::take_new_names`]).
+    named: PrehashedMap<Id, ()>,
+    new_names: Vec<(Id, String)>,
 }
 
 /// User agents whose class a validator remembers before starting afresh.
@@ -204,6 +209,50 @@ impl EventValidator {
             reference,
             max_clock_skew,
             agents: PrehashedMap::default(),
+            named: PrehashedMap::default(),
+            new_names: Vec::new(),
+        }
+    }
+
+    /// The campaign and ad names this validator has seen since the last
+    /// call, each once: what a worker broadcasts to the other processes of
+    /// a cluster before the events carrying them (see [`crate::names`]).
+    ///
+    /// ```
+    /// use adflow::event::Id;
+    /// use adflow::parsing::{json::parse_json, EventValidator};
+    ///
+    /// let mut validator = EventValidator::default();
+    /// for id in ["e1", "e2"] {
+    ///     let line = format!(r#"{{"event_id":"{id}","kind":"impression",
+    ///         "ts":"2026-11-01T10:00:00Z","user_id":"u1","campaign_id":"spring-sale","ad_id":"banner"}}"#);
+    ///     parse_json(line.as_bytes()).and_then(|raw| validator.validate(&raw)).unwrap();
+    /// }
+    /// let mut names = Vec::new();
+    /// validator.take_new_names(&mut names);
+    /// assert_eq!(names, [
+    ///     (Id::of("spring-sale").unwrap(), "spring-sale".to_owned()),
+    ///     (Id::of("banner").unwrap(), "banner".to_owned()),
+    /// ]);
+    /// assert_eq!(adflow::names::id_text(Id::of("spring-sale").unwrap()), "spring-sale");
+    /// validator.take_new_names(&mut names);
+    /// assert_eq!(names.len(), 2, "each name is handed on once");
+    /// ```
+    pub fn take_new_names(&mut self, out: &mut Vec<(Id, String)>) {
+        out.append(&mut self.new_names);
+    }
+
+    /// Remembers the text of a campaign or ad id, once per validator.
+    fn name(&mut self, raw: &RawFields<'_>, field: Field, id: Option<Id>) {
+        let Some(id) = id else { return };
+        if self.named.contains_key(&id) {
+            return;
+        }
+        // The id was read from this field's text, so the text is there.
+        if let Ok(Some(text)) = optional_text(raw, field) {
+            crate::names::remember(id, &text);
+            self.new_names.push((id, text.into_owned()));
+            self.named.insert(id, ());
         }
     }
 
@@ -252,7 +301,7 @@ impl EventValidator {
             Some(text) => DeviceType::parse(text.trim()),
             None => DeviceType::Unknown,
         };
-        Ok(Event {
+        let event = Event {
             ts,
             kind,
             event_id: EventId::of(&event_id),
@@ -270,7 +319,10 @@ impl EventValidator {
             revenue_micros: money(raw, Field::Revenue)?,
             conversion_type: optional_id(raw, Field::ConversionType)?,
             order_id: optional_id(raw, Field::OrderId)?,
-        })
+        };
+        self.name(raw, Field::CampaignId, campaign_id);
+        self.name(raw, Field::AdId, ad_id);
+        Ok(event)
     }
 
     /// Validates a wire record, e.g. one `adgen` generated, by the same rules

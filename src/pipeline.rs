@@ -30,12 +30,18 @@ use std::time::{Duration, Instant};
 
 use differential_dataflow::collection::VecCollection;
 use differential_dataflow::input::{Input, InputSession};
+use differential_dataflow::AsCollection;
 use serde::{Deserialize, Serialize};
-use timely::dataflow::{ProbeHandle, Scope};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline as Pipelined;
+use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::Input as TimelyInput;
+use timely::dataflow::{InputHandle, ProbeHandle, Scope};
 
 use crate::compaction;
 use crate::dead_letter::{DeadLetter, Position, Reason, ReasonCounts};
-use crate::event::{Event, EventKind};
+use crate::event::{Event, EventKind, Id};
 use crate::parsing::{EventValidator, DEFAULT_MAX_CLOCK_SKEW};
 use crate::profile::{OperatorTime, WorkerProfile};
 use crate::sources::replay::Replay;
@@ -120,27 +126,76 @@ pub struct Streams<'scope> {
     pub probe: ProbeHandle<Time>,
 }
 
-/// The inputs a source feeds a dataflow through: events, dead letters,
-/// and the probe the caller attaches its outputs to.
-pub(crate) type Inputs = (
-    InputSession<Time, Event, isize>,
-    InputSession<Time, DeadLetter, isize>,
-    ProbeHandle<Time>,
-);
+/// The inputs a source feeds a dataflow through, and the probe the
+/// caller attaches its outputs to.
+pub(crate) struct Inputs {
+    pub(crate) events: InputSession<Time, Event, isize>,
+    pub(crate) dead_letters: InputSession<Time, DeadLetter, isize>,
+    /// Campaign and ad names new to this worker's source, sent before the
+    /// events that carry them ([`crate::names`]).
+    names: InputHandle<Time, CapacityContainerBuilder<Vec<(Id, String)>>>,
+    pub(crate) probe: ProbeHandle<Time>,
+}
+
+impl Inputs {
+    /// Sends the names `source` has seen since the last call.
+    pub(crate) fn send_names(&mut self, names: &mut Vec<(Id, String)>) {
+        if !names.is_empty() {
+            self.names.send_batch(names);
+        }
+    }
+
+    /// Advances every input to `time` and flushes what was sent.
+    pub(crate) fn advance_to(&mut self, time: Time) {
+        self.events.advance_to(time);
+        self.dead_letters.advance_to(time);
+        self.names.advance_to(time);
+        self.events.flush();
+        self.dead_letters.flush();
+        self.names.flush();
+    }
+}
 
 impl<'scope> Streams<'scope> {
     /// New event and dead-letter inputs in `scope`: the source's ends and
     /// the caller's.
+    ///
+    /// The events' frontier also waits for every worker to have remembered
+    /// the names sent before them, so that in a cluster every process
+    /// renders an id the same way ([`crate::names`]).
     pub(crate) fn new(scope: Scope<'scope, Time>) -> (Inputs, Streams<'scope>) {
         let (events_in, events) = scope.new_collection::<Event, isize>();
         let (dead_in, dead_letters) = scope.new_collection::<DeadLetter, isize>();
+        let (names_in, names) = scope.new_input::<Vec<(Id, String)>>();
+        let remembered = names
+            .broadcast()
+            .unary::<CapacityContainerBuilder<Vec<(Event, Time, isize)>>, _, _, _>(
+                Pipelined,
+                "Names: remember",
+                |_capability, _info| {
+                    |input, _output| {
+                        input.for_each(|_time, names| {
+                            for (id, text) in names.drain(..) {
+                                crate::names::remember(id, &text);
+                            }
+                        });
+                    }
+                },
+            )
+            .as_collection();
         let probe = ProbeHandle::new();
         let streams = Streams {
-            events,
+            events: events.concat(remembered),
             dead_letters,
             probe: probe.clone(),
         };
-        ((events_in, dead_in, probe), streams)
+        let inputs = Inputs {
+            events: events_in,
+            dead_letters: dead_in,
+            names: names_in,
+            probe,
+        };
+        (inputs, streams)
     }
 }
 
@@ -378,11 +433,13 @@ impl Pipeline {
         compaction::install(&mut timely.worker, compaction::IDLE_MERGE_EFFORT);
         let guards = timely::execute(timely, move |worker| {
             let recording = profile.then(|| WorkerProfile::install(worker));
-            let (mut events_in, mut dead_in, probe) = worker.dataflow::<Time, _, _>(|scope| {
+            let mut inputs = worker.dataflow::<Time, _, _>(|scope| {
                 let (inputs, streams) = Streams::new(scope);
                 build(scope, streams);
                 inputs
             });
+            let probe = inputs.probe.clone();
+            let mut names = Vec::new();
             let mut summary = RunSummary::default();
             let mut batch = Vec::with_capacity(READ_BATCH);
             let mut clock = EventClock::new(time);
@@ -391,23 +448,26 @@ impl Pipeline {
             let mut source = sources(worker.index(), worker.peers(), &time);
             loop {
                 let more = source.read_batch(&mut batch, READ_BATCH);
+                // Before the events: sent at the inputs' time, no later than theirs.
+                source.take_new_names(&mut names);
+                inputs.send_names(&mut names);
                 read_ahead += batch.len();
                 for parsed in batch.drain(..) {
                     match parsed {
                         Ok(event) => match clock.admit(event.ts) {
                             Admission::OnTime(at) => {
-                                events_in.update_at(event, at, 1);
+                                inputs.events.update_at(event, at, 1);
                                 summary.events.add(event.kind);
                             }
                             Admission::Correction(at) => {
-                                events_in.update_at(event, at, 1);
+                                inputs.events.update_at(event, at, 1);
                                 summary.events.add(event.kind);
                                 summary.admitted_late += 1;
                             }
                             Admission::Late => {
                                 summary.dead_letters.add(Reason::Late);
                                 let frontier = clock.frontier();
-                                dead_in.update_at(
+                                inputs.dead_letters.update_at(
                                     late_letter("pipeline", Position::Source, &event, frontier),
                                     frontier,
                                     1,
@@ -416,15 +476,12 @@ impl Pipeline {
                         },
                         Err(dead) => {
                             summary.dead_letters.add(dead.reason);
-                            dead_in.update_at(dead, clock.frontier(), 1);
+                            inputs.dead_letters.update_at(dead, clock.frontier(), 1);
                         }
                     }
                 }
                 if let Some(watermark) = clock.advance() {
-                    events_in.advance_to(watermark);
-                    dead_in.advance_to(watermark);
-                    events_in.flush();
-                    dead_in.flush();
+                    inputs.advance_to(watermark);
                 }
                 // Pacing: once the dataflow has caught up with the watermark
                 // this worker had, it may read `max_read_ahead` records past
@@ -446,8 +503,7 @@ impl Pipeline {
                     break;
                 }
             }
-            drop(events_in);
-            drop(dead_in);
+            drop(inputs);
             while worker.step_or_park(None) {}
             if let Some(recording) = recording {
                 summary.operators = recording.finish(worker);

@@ -112,10 +112,11 @@ impl From<EventId> for Value {
     }
 }
 
-/// An identifier hash as its 16 hex digits.
+/// An identifier as its text if a source has seen it (campaigns and ads),
+/// else as its hash's 16 hex digits ([`crate::names::id_text`]).
 impl From<Id> for Value {
     fn from(id: Id) -> Value {
-        Value::Text(format!("{:016x}", id.get()))
+        Value::Text(crate::names::id_text(id))
     }
 }
 

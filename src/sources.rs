@@ -24,6 +24,14 @@ pub trait RecordSource: Send {
     /// source is exhausted (the last records may come with that call). A
     /// source with nothing ready yet may return no records and `true`.
     fn read_batch(&mut self, out: &mut Vec<Parsed>, max: usize) -> bool;
+
+    /// Appends the campaign and ad names first seen in the records read
+    /// since the last call ([`crate::parsing::EventValidator::take_new_names`]),
+    /// which the pipeline broadcasts to a cluster's other processes. A
+    /// source whose names every process already knows (one that parsed
+    /// its whole input before the run, in the process that runs it) may
+    /// keep the default, which appends none.
+    fn take_new_names(&mut self, _out: &mut Vec<(crate::event::Id, String)>) {}
 }
 
 /// Shared counters that a progress display can poll while a pipeline runs.

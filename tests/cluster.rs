@@ -111,6 +111,19 @@ fn cluster_matches_one_worker() {
     };
     generate_to_dir(config, &data, FileFormat::Parquet).expect("adgen writes");
     std::fs::write(data.join("bad.jsonl"), "not json\n").expect("write a bad line");
+    // Campaigns each in one file only, so one worker's source alone sees
+    // each name: output written by process 0 must name the ones process 1
+    // read (broadcast before their events, `adflow::names`).
+    let only: Vec<String> = (0..4)
+        .map(|file| format!("cmp-only-in-file-{file}"))
+        .collect();
+    for (file, campaign) in only.iter().enumerate() {
+        let line = format!(
+            r#"{{"event_id":"only-{file}","kind":"click","ts":"2026-11-02T10:00:00Z","user_id":"u-only","campaign_id":"{campaign}","ad_id":"{campaign}-ad","cost":1}}"#
+        );
+        std::fs::write(data.join(format!("only-{file}.jsonl")), line + "\n")
+            .expect("write a one-campaign file");
+    }
 
     let single = dir.path().join("single");
     let single_summary = backfill(&data, &single, 1, 1, 0, None);
@@ -118,6 +131,17 @@ fn cluster_matches_one_worker() {
     let expected = sorted_outputs(&single);
     assert_eq!(expected.len(), 13, "every output is written");
     assert!(expected.iter().all(|(_, lines)| !lines.is_empty()));
+    let (_, daily) = expected
+        .iter()
+        .find(|(name, _)| name == "metrics_daily.csv")
+        .expect("daily metrics written");
+    for campaign in &only {
+        let named = format!(",{campaign},{campaign}-ad,");
+        assert!(
+            daily.iter().any(|line| line.contains(&named)),
+            "{campaign} is shown by name"
+        );
+    }
 
     let threads = dir.path().join("threads");
     backfill(&data, &threads, 2, 1, 0, None);

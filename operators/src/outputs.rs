@@ -266,21 +266,34 @@ impl RoasBoard {
         }
     }
 
-    /// The top `count` campaigns of each model as text tables.
+    /// The top `count` campaigns of each model as text tables, each
+    /// campaign by its name ([`adflow::names::id_text`]).
     pub fn render(&self, models: &[Model], count: usize) -> String {
         let mut text = String::new();
         for model in models {
+            let rows: Vec<(String, CampaignRoas)> = self
+                .top(model, count)
+                .into_iter()
+                .map(|row| (adflow::names::id_text(row.campaign_id), row))
+                .collect();
+            // Wide enough for the longest name, so the columns stay aligned.
+            let width = rows
+                .iter()
+                .map(|(name, _)| name.chars().count())
+                .max()
+                .unwrap_or(0)
+                .max(18);
             let _ = writeln!(text, "\n  top campaigns by ROAS, {model}");
             let _ = writeln!(
                 text,
-                "  {:<18} {:>12} {:>14} {:>14} {:>8}",
+                "  {:<width$} {:>12} {:>14} {:>14} {:>8}",
                 "campaign", "conversions", "revenue", "cost", "ROAS"
             );
-            for row in self.top(model, count) {
+            for (name, row) in rows {
                 let _ = writeln!(
                     text,
-                    "  {:<18} {:>12.2} {:>14} {:>14} {:>8.2}",
-                    format!("{:016x}", row.campaign_id.get()),
+                    "  {:<width$} {:>12.2} {:>14} {:>14} {:>8.2}",
+                    name,
                     row.conversions,
                     format_micros(row.revenue_micros),
                     format_micros(row.cost_micros),

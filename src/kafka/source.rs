@@ -225,6 +225,11 @@ impl WorkerSource {
             .find(|state| state.partition == partition)
     }
 
+    /// [`crate::sources::RecordSource::take_new_names`], for this source.
+    pub(crate) fn take_new_names(&mut self, out: &mut Vec<(crate::event::Id, String)>) {
+        self.validator.take_new_names(out);
+    }
+
     /// Whether some partition is still below the offset the last run committed.
     pub(crate) fn replaying(&self) -> bool {
         self.partitions

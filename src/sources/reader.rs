@@ -20,7 +20,7 @@ use parquet::file::metadata::ParquetMetaData;
 use super::files::{WorkPlan, WorkUnit};
 use super::Progress;
 use crate::dead_letter::{DeadLetter, Position, Reason};
-use crate::event::Event;
+use crate::event::{Event, Id};
 use crate::parsing::arrow::BatchFields;
 use crate::parsing::csv::CsvHeader;
 use crate::parsing::json::parse_json_text;
@@ -41,6 +41,8 @@ pub struct FileSource {
     current: Option<UnitReader>,
     validator: EventValidator,
     progress: Arc<Progress>,
+    /// Names the units read so far saw first, not yet taken.
+    new_names: Vec<(Id, String)>,
 }
 
 impl FileSource {
@@ -61,6 +63,7 @@ impl FileSource {
             current: None,
             validator,
             progress,
+            new_names: Vec::new(),
         }
     }
 }
@@ -80,11 +83,17 @@ impl super::RecordSource for FileSource {
                 None => return false,
             },
         };
-        if !reader.read_batch(out, max) {
+        let more = reader.read_batch(out, max);
+        reader.validator.take_new_names(&mut self.new_names);
+        if !more {
             self.current = None;
             return self.units.len() > 0;
         }
         true
+    }
+
+    fn take_new_names(&mut self, out: &mut Vec<(Id, String)>) {
+        out.append(&mut self.new_names);
     }
 }
 
