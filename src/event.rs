@@ -176,11 +176,17 @@ pub struct Id(pub NonZeroU64);
 impl Id {
     /// Hashes an identifier; the empty string has no id.
     ///
+    /// The hash is XXH3-64 of the UTF-8 text, which outputs show as 16 hex
+    /// digits where the text is not kept: the same as Python's
+    /// `xxhash.xxh3_64_hexdigest`, so a user id in an output can be matched
+    /// to the logs (docs/schema.md, "Names in outputs").
+    ///
     /// ```
     /// use adflow::event::Id;
     /// assert_eq!(Id::of("campaign-7"), Id::of("campaign-7"));
     /// assert_ne!(Id::of("campaign-7"), Id::of("campaign-8"));
     /// assert_eq!(Id::of(""), None);
+    /// assert_eq!(format!("{:016x}", Id::of("u-7").unwrap().get()), "2e24f166949b281e");
     /// ```
     pub fn of(text: &str) -> Option<Id> {
         if text.is_empty() {
@@ -215,7 +221,15 @@ impl fmt::Debug for Id {
 pub struct EventId(pub u128);
 
 impl EventId {
-    /// Hashes an event id string.
+    /// Hashes an event id string: XXH3-128 of its UTF-8 text, which
+    /// outputs show as 32 hex digits, the same as Python's
+    /// `xxhash.xxh3_128_hexdigest`.
+    ///
+    /// ```
+    /// use adflow::event::EventId;
+    /// let id = EventId::of("e-1").0;
+    /// assert_eq!(format!("{id:032x}"), "17087c4052212cb73d21bc8729acd985");
+    /// ```
     pub fn of(text: &str) -> EventId {
         EventId(xxhash_rust::xxh3::xxh3_128(text.as_bytes()))
     }
