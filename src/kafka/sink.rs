@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use differential_dataflow::collection::VecCollection;
 use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::{Data, ExchangeData};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
@@ -66,12 +66,37 @@ pub enum ChangelogMode {
 /// before it records an error (and reading a topic back, to finish).
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The worker, of `peers`, that produces the messages keyed by `key`.
-fn key_owner(key: &[u8], peers: usize) -> usize {
+/// A message key (a JSON object) with its hash, which picks the worker
+/// that produces it and, leading the key's order, makes sorting a batch of
+/// updates compare hashes instead of the long JSON prefix most keys of a
+/// topic share (`{"granularity":"hour","bucket":"2026-…`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+struct MessageKey {
+    hash: u64,
+    bytes: Vec<u8>,
+}
+
+impl MessageKey {
+    fn new(bytes: Vec<u8>) -> MessageKey {
+        MessageKey {
+            hash: xxh3_64(&bytes),
+            bytes,
+        }
+    }
+
+    /// The worker, of `peers`, that produces the messages with this key.
+    fn owner(&self, peers: usize) -> usize {
+        key_owner(self.hash, peers)
+    }
+}
+
+/// The worker, of `peers`, that produces the messages whose key hashes to
+/// `hash`.
+fn key_owner(hash: u64, peers: usize) -> usize {
     if peers <= 1 {
         return 0;
     }
-    (xxh3_64(key) % peers as u64) as usize
+    (hash % peers as u64) as usize
 }
 
 /// The one producer every Kafka sink of a worker produces through, so that
@@ -275,7 +300,7 @@ pub(crate) struct SinkTarget {
 }
 
 /// A rendered update: the message key and the row, as JSON objects.
-type Rendered = (Vec<u8>, Vec<u8>);
+type Rendered = (MessageKey, Vec<u8>);
 
 /// Sinks `collection` to `topic` in `mode` through this worker's
 /// `producer` (`Err`: it could not be created), reporting into `handle`,
@@ -332,7 +357,7 @@ pub(crate) fn sink_to_topic<'scope, D: OutputRecord>(
             let keyed = collection.map(move |record| {
                 let mut key = Vec::new();
                 push_object(&mut key, &key_keys, &record.key_values());
-                (key, record)
+                (MessageKey::new(key), record)
             });
             write(
                 keyed.inner,
@@ -352,7 +377,7 @@ pub(crate) fn sink_to_topic<'scope, D: OutputRecord>(
                 push_object(&mut key, &key_keys, &values);
                 let mut row = Vec::new();
                 push_object(&mut row, &row_keys, &values);
-                (key, row)
+                (MessageKey::new(key), row)
             });
             write(
                 rendered,
@@ -372,15 +397,15 @@ pub(crate) fn sink_to_topic<'scope, D: OutputRecord>(
 /// record) to the worker that owns the key, and there to `core`'s
 /// `absorb`; advances `core` with the input frontier.
 fn write<'scope, D: OutputRecord, V: ExchangeData>(
-    updates: StreamVec<'scope, Time, ((Vec<u8>, V), Time, isize)>,
+    updates: StreamVec<'scope, Time, ((MessageKey, V), Time, isize)>,
     peers: usize,
     name: &str,
     mut core: Option<TopicWriter<D>>,
     closing: SinkHandle,
-    absorb: fn(&mut TopicWriter<D>, &mut Vec<((Vec<u8>, V), Time, isize)>),
+    absorb: fn(&mut TopicWriter<D>, &mut Vec<((MessageKey, V), Time, isize)>),
 ) -> StreamVec<'scope, Time, ()> {
     let to_key_owner = Exchange::new(
-        move |((key, _), _time, _diff): &((Vec<u8>, V), Time, isize)| key_owner(key, peers) as u64,
+        move |((key, _), _time, _diff): &((MessageKey, V), Time, isize)| key.owner(peers) as u64,
     );
     updates.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
         to_key_owner,
@@ -454,7 +479,7 @@ fn absorb_into<V>(
 
 /// The changes of each key in `updates`, which are sorted by key.
 fn by_key<D>(
-    updates: Vec<((Vec<u8>, D), isize)>,
+    updates: Vec<((MessageKey, D), isize)>,
 ) -> impl Iterator<Item = (Vec<u8>, Vec<(D, isize)>)> {
     let mut updates = updates.into_iter().peekable();
     std::iter::from_fn(move || {
@@ -463,7 +488,7 @@ fn by_key<D>(
         while let Some(((_, record), diff)) = updates.next_if(|((next, _), _)| *next == key) {
             changes.push((record, diff));
         }
-        Some((key, changes))
+        Some((key.bytes, changes))
     })
 }
 
@@ -512,7 +537,7 @@ struct Owner {
 
 impl Owner {
     fn owns(&self, key: &[u8]) -> bool {
-        key_owner(key, self.peers) == self.index
+        key_owner(xxh3_64(key), self.peers) == self.index
     }
 }
 
@@ -530,7 +555,7 @@ struct TopicWriter<D> {
     /// The `"name":` prefixes of the columns, to render rows.
     row_keys: Vec<Vec<u8>>,
     /// Upsert: updates not yet final, by time.
-    pending_records: BTreeMap<Time, Vec<((Vec<u8>, D), isize)>>,
+    pending_records: BTreeMap<Time, Vec<((MessageKey, D), isize)>>,
     /// Raw diff: rendered updates not yet final, by time.
     pending_rows: BTreeMap<Time, Vec<(Rendered, isize)>>,
     /// Upsert: the records each key holds (consolidated).
@@ -613,7 +638,7 @@ impl<D: OutputRecord> TopicWriter<D> {
         Ok(writer)
     }
 
-    fn absorb_upserts(&mut self, updates: &mut Vec<((Vec<u8>, D), Time, isize)>) {
+    fn absorb_upserts(&mut self, updates: &mut Vec<((MessageKey, D), Time, isize)>) {
         absorb_into(&mut self.pending_records, updates);
     }
 
@@ -654,7 +679,7 @@ impl<D: OutputRecord> TopicWriter<D> {
     /// every key they change. After consolidation a key changes only if its
     /// multiset of rows does, so its new value always differs from the one
     /// last produced.
-    fn apply_upserts(&mut self, mut updates: Vec<((Vec<u8>, D), isize)>) {
+    fn apply_upserts(&mut self, mut updates: Vec<((MessageKey, D), isize)>) {
         consolidate(&mut updates);
         if self.reconciled && D::one_row_per_key() {
             self.produce_upserts(updates);
@@ -679,7 +704,7 @@ impl<D: OutputRecord> TopicWriter<D> {
     /// (sorted by key) change, for records of one row per key and a topic
     /// already up to date: the row a key gains, or a tombstone if it gains
     /// none. No rows are kept.
-    fn produce_upserts(&mut self, updates: Vec<((Vec<u8>, D), isize)>) {
+    fn produce_upserts(&mut self, updates: Vec<((MessageKey, D), isize)>) {
         for (key, mut inserted) in by_key(updates) {
             inserted.retain(|(_, diff)| *diff > 0);
             let value = match inserted.as_slice() {
@@ -710,9 +735,9 @@ impl<D: OutputRecord> TopicWriter<D> {
         for ((key, row), diff) in updates {
             let diff = i64::try_from(diff).unwrap_or(i64::MAX);
             if self.reconciled {
-                self.produce_diff(&key, &row, time, diff);
+                self.produce_diff(&key.bytes, &row, time, diff);
             } else {
-                add_row_diff(&mut self.rows, &key, &row, diff);
+                add_row_diff(&mut self.rows, &key.bytes, &row, diff);
             }
         }
     }
