@@ -4,9 +4,11 @@
 //! Inside the dataflow every identifier is an [`Id`], a hash of its text
 //! (docs/schema.md). Sources remember the text of the campaign and ad ids
 //! they parse in one dictionary per process ([`remember`]), and outputs
-//! render an id through it ([`id_text`]): its text when known, else its 16
-//! hex digits, as for ids whose text is never kept (users, devices, orders:
-//! too many to hold).
+//! render the campaign and ad columns through it ([`id_text`],
+//! [`crate::sinks::Value::named`]): the text when known, else the 16 hex
+//! digits. Other ids (users, devices, orders: too many to hold) always
+//! show as hex, even when a campaign's text hashes to the same id, so
+//! that how they render never depends on what else was read.
 //!
 //! An id's rendering must not depend on which worker or process renders it,
 //! or a changelog topic would key one row two ways. Within a process every
@@ -15,20 +17,22 @@
 //! processes of a cluster, [`crate::pipeline::Pipeline`] broadcasts each
 //! worker's new names through the dataflow at a time no later than the
 //! events that carry them, and holds the events' frontier until every
-//! process has them: a sink renders a row only once the frontier has passed
-//! its time, so every process renders the same text.
+//! process has them: a file sink renders a row only once the frontier has
+//! passed its time, so every process renders the same text. (A Kafka sink
+//! renders message keys as rows arrive, which is sound only because the
+//! Kafka pipeline runs in one process.)
 //!
 //! The dictionary is never emptied: it holds one entry per campaign and ad
 //! ever seen (about 100 bytes each), which a stream's traffic bounds.
 
 use std::collections::hash_map::Entry;
-use std::sync::{Arc, LazyLock, PoisonError, RwLock};
+use std::sync::{LazyLock, PoisonError, RwLock};
 
 use crate::event::Id;
 use crate::hashing::PrehashedMap;
 
 /// Every name this process has seen.
-static NAMES: LazyLock<RwLock<PrehashedMap<Id, Arc<str>>>> = LazyLock::new(Default::default);
+static NAMES: LazyLock<RwLock<PrehashedMap<Id, Box<str>>>> = LazyLock::new(Default::default);
 
 /// Remembers that `id` is the hash of `text`. Returns whether the process
 /// did not know it yet.
@@ -43,26 +47,28 @@ static NAMES: LazyLock<RwLock<PrehashedMap<Id, Arc<str>>>> = LazyLock::new(Defau
 /// assert_eq!(id_text(id), "campaign-names-doctest");
 /// ```
 pub fn remember(id: Id, text: &str) -> bool {
+    debug_assert_eq!(Id::of(text), Some(id), "{text:?} is not the text of {id:?}");
+    // Most calls bring a name the process knows: a read lock, shared with
+    // the sinks that render, settles them.
+    if NAMES
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .contains_key(&id)
+    {
+        return false;
+    }
     let mut names = NAMES.write().unwrap_or_else(PoisonError::into_inner);
     match names.entry(id) {
         Entry::Occupied(_) => false,
         Entry::Vacant(vacant) => {
-            vacant.insert(Arc::from(text));
+            vacant.insert(Box::from(text));
             true
         }
     }
 }
 
-/// The text `id` is the hash of, if this process has seen it.
-pub fn name_of(id: Id) -> Option<Arc<str>> {
-    NAMES
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get(&id)
-        .cloned()
-}
-
-/// How outputs show `id`: its text if known, else its 16 hex digits.
+/// How outputs show a campaign or ad id: its text if known, else its 16
+/// hex digits.
 pub fn id_text(id: Id) -> String {
     let names = NAMES.read().unwrap_or_else(PoisonError::into_inner);
     match names.get(&id) {

@@ -142,6 +142,8 @@ impl Inputs {
     pub(crate) fn send_names(&mut self, names: &mut Vec<(Id, String)>) {
         if !names.is_empty() {
             self.names.send_batch(names);
+            // `send_batch` leaves the buffer in no defined state.
+            names.clear();
         }
     }
 

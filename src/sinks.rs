@@ -81,6 +81,7 @@ mod text;
 pub(crate) use jsonl::{json_keys, push_object};
 pub use operator::{SinkExt, SinkHandle, SinkReport};
 pub use set::{AttachedSinks, NamedOutputs, SinkSet};
+pub use table::cell as table_cell;
 
 /// One cell of an output row.
 #[derive(Clone, Debug, PartialEq)]
@@ -112,11 +113,11 @@ impl From<EventId> for Value {
     }
 }
 
-/// An identifier as its text if a source has seen it (campaigns and ads),
-/// else as its hash's 16 hex digits ([`crate::names::id_text`]).
+/// An identifier hash as its 16 hex digits. Campaign and ad columns use
+/// [`Value::named`] instead, which shows their text.
 impl From<Id> for Value {
     fn from(id: Id) -> Value {
-        Value::Text(crate::names::id_text(id))
+        Value::Text(format!("{:016x}", id.get()))
     }
 }
 
@@ -128,6 +129,14 @@ impl From<Option<Id>> for Value {
 }
 
 impl Value {
+    /// A campaign or ad id as the text it arrived with, if a source has
+    /// seen it, else its 16 hex digits ([`crate::names`]); `Null` if
+    /// absent.
+    pub fn named(id: impl Into<Option<Id>>) -> Value {
+        id.into()
+            .map_or(Value::Null, |id| Value::Text(crate::names::id_text(id)))
+    }
+
     /// The name of the variant, for error messages.
     pub fn kind(&self) -> &'static str {
         match self {

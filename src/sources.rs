@@ -27,10 +27,13 @@ pub trait RecordSource: Send {
 
     /// Appends the campaign and ad names first seen in the records read
     /// since the last call ([`crate::parsing::EventValidator::take_new_names`]),
-    /// which the pipeline broadcasts to a cluster's other processes. A
-    /// source whose names every process already knows (one that parsed
-    /// its whole input before the run, in the process that runs it) may
-    /// keep the default, which appends none.
+    /// which the pipeline broadcasts to a cluster's other processes before
+    /// those records' events. A source that validates records must hand
+    /// on its validator's names here; the default, which appends none, is
+    /// right only for a source whose events every process has parsed
+    /// before the run (as [`replay::ReplaySource`]'s are), or in a
+    /// pipeline of one process. Otherwise a row may show a campaign by
+    /// name in one process and by hash in another.
     fn take_new_names(&mut self, _out: &mut Vec<(crate::event::Id, String)>) {}
 }
 

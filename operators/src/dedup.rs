@@ -251,7 +251,7 @@ impl OutputRecord for Duplicate {
             Value::Text(self.reason.code().to_owned()),
             Value::from(self.user_id),
             Value::from(self.device_id),
-            Value::from(self.campaign_id),
+            Value::named(self.campaign_id),
             Value::from(self.order_id),
             Value::Money(self.cost_micros),
             Value::Money(self.revenue_micros),

@@ -21,7 +21,7 @@ use adflow::dead_letter::DeadLetter;
 use adflow::event::Id;
 use adflow::money::{format_micros, Micros};
 use adflow::pipeline::Time;
-use adflow::sinks::NamedOutputs;
+use adflow::sinks::{table_cell, NamedOutputs};
 use differential_dataflow::collection::VecCollection;
 use timely::dataflow::operators::{Exchange, Inspect, Probe};
 use timely::dataflow::ProbeHandle;
@@ -274,7 +274,7 @@ impl RoasBoard {
             let rows: Vec<(String, CampaignRoas)> = self
                 .top(model, count)
                 .into_iter()
-                .map(|row| (adflow::names::id_text(row.campaign_id), row))
+                .map(|row| (table_cell(&adflow::names::id_text(row.campaign_id)), row))
                 .collect();
             // Wide enough for the longest name, so the columns stay aligned.
             let width = rows

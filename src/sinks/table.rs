@@ -129,8 +129,14 @@ fn push_line(text: &mut String, columns: &[Column], widths: &[usize], cells: &[S
     text.push('\n');
 }
 
-/// `text` on one line: control characters escaped, cut to [`MAX_CELL_CHARS`].
-fn cell(text: &str) -> String {
+/// `text` on one line: control characters escaped, cut to
+/// [`MAX_CELL_CHARS`] (with `…`), as every table cell is.
+///
+/// ```
+/// assert_eq!(adflow::sinks::table_cell("spring\nsale"), "spring\\nsale");
+/// assert_eq!(adflow::sinks::table_cell(&"x".repeat(100)).chars().count(), 64);
+/// ```
+pub fn cell(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());
     for c in text.chars() {
         if c.is_control() {

@@ -742,3 +742,19 @@ fn dead_letters_are_output_records() {
         "source,position,reason,detail,excerpt\nevents.jsonl,line 12,malformed_json,expected value,\"{\"\"kind\"\": oops\"\n"
     );
 }
+
+/// Campaign and ad columns show a remembered name; every other id column
+/// shows the hash, even for an id whose text a campaign shares, so that
+/// it renders the same whatever else was read.
+#[test]
+fn only_campaign_and_ad_columns_show_names() {
+    let text = "sinks-test-shared-text";
+    let id = Id::of(text).expect("an id");
+    let hex = Value::Text(format!("{:016x}", id.get()));
+    assert_eq!(Value::named(id), hex, "not yet remembered");
+    crate::names::remember(id, text);
+    assert_eq!(Value::named(id), Value::Text(text.to_owned()));
+    assert_eq!(Value::named(Some(id)), Value::Text(text.to_owned()));
+    assert_eq!(Value::from(id), hex);
+    assert_eq!(Value::named(None), Value::Null);
+}

@@ -21,6 +21,7 @@ use super::files::{WorkPlan, WorkUnit};
 use super::Progress;
 use crate::dead_letter::{DeadLetter, Position, Reason};
 use crate::event::{Event, Id};
+use crate::hashing::PrehashedMap;
 use crate::parsing::arrow::BatchFields;
 use crate::parsing::csv::CsvHeader;
 use crate::parsing::json::parse_json_text;
@@ -41,8 +42,10 @@ pub struct FileSource {
     current: Option<UnitReader>,
     validator: EventValidator,
     progress: Arc<Progress>,
-    /// Names the units read so far saw first, not yet taken.
+    /// Names the units read so far saw first, not yet taken, and every
+    /// name handed on: each unit's validator starts afresh.
     new_names: Vec<(Id, String)>,
+    named: PrehashedMap<Id, ()>,
 }
 
 impl FileSource {
@@ -64,6 +67,7 @@ impl FileSource {
             validator,
             progress,
             new_names: Vec::new(),
+            named: PrehashedMap::default(),
         }
     }
 }
@@ -84,7 +88,13 @@ impl super::RecordSource for FileSource {
             },
         };
         let more = reader.read_batch(out, max);
-        reader.validator.take_new_names(&mut self.new_names);
+        let mut seen = Vec::new();
+        reader.validator.take_new_names(&mut seen);
+        let named = &mut self.named;
+        self.new_names.extend(
+            seen.into_iter()
+                .filter(|(id, _)| named.insert(*id, ()).is_none()),
+        );
         if !more {
             self.current = None;
             return self.units.len() > 0;

@@ -258,8 +258,8 @@ impl OutputRecord for Credit {
             Value::from(self.touch),
             Value::Time(self.touch_ts),
             Value::Text(self.touch_kind.as_str().to_owned()),
-            Value::from(self.campaign_id),
-            Value::from(self.ad_id),
+            Value::named(self.campaign_id),
+            Value::named(self.ad_id),
             Value::I64(i64::from(self.position)),
             Value::I64(i64::from(self.touches)),
             Value::Money(self.credit_micros),
@@ -315,8 +315,8 @@ impl OutputRecord for CampaignDayAttribution {
 
     fn values(&self) -> Vec<Value> {
         vec![
-            Value::from(self.campaign_id),
-            Value::from(self.ad_id),
+            Value::named(self.campaign_id),
+            Value::named(self.ad_id),
             Value::Text(self.model.name()),
             Value::Time(self.day),
             Value::F64(self.conversions()),

@@ -338,8 +338,8 @@ impl OutputRecord for MetricsRow {
         values.extend([
             Value::Text(self.granularity.as_str().to_owned()),
             Value::Time(self.bucket),
-            Value::from(self.campaign_id),
-            Value::from(self.ad_id),
+            Value::named(self.campaign_id),
+            Value::named(self.ad_id),
             Value::Text(self.country.as_str().to_owned()),
             Value::Text(self.device_type.as_str().to_owned()),
         ]);
