@@ -129,8 +129,8 @@ fn push_line(text: &mut String, columns: &[Column], widths: &[usize], cells: &[S
     text.push('\n');
 }
 
-/// `text` on one line: control characters escaped, cut to
-/// [`MAX_CELL_CHARS`] (with `…`), as every table cell is.
+/// `text` on one line: control characters escaped, cut to 64 characters
+/// (the last one `…`), as every table cell is.
 ///
 /// ```
 /// assert_eq!(adflow::sinks::table_cell("spring\nsale"), "spring\\nsale");
