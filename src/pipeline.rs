@@ -138,7 +138,8 @@ pub(crate) struct Inputs {
 }
 
 impl Inputs {
-    /// Sends the names `source` has seen since the last call.
+    /// Sends `names` (a source's [`crate::sources::RecordSource::take_new_names`])
+    /// at the inputs' current time, and empties it.
     pub(crate) fn send_names(&mut self, names: &mut Vec<(Id, String)>) {
         if !names.is_empty() {
             self.names.send_batch(names);
