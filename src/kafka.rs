@@ -16,7 +16,9 @@
 //! The watermark trails the least of the largest event times of the
 //! partitions, leaving out partitions that delivered nothing for
 //! [`KafkaSourceConfig::idle_timeout`], so an idle partition does not
-//! stall results.
+//! stall results. Once all of a worker's partitions are idle, the
+//! watermark may reach the largest event time they delivered, or the
+//! other workers' if that is larger.
 //!
 //! Delivery: every worker produces the sinks' keys it owns through one
 //! producer, flushed once per frontier advance for all of its sinks; a
@@ -75,7 +77,7 @@ pub use topic::{compacted, produce_events, read_topic, MessageProducer, TopicMes
 
 use resume::Resume;
 use sink::{sink_to_topic, SharedProducer, SinkTarget};
-use source::{Polled, WorkerSource};
+use source::{Basis, Polled, WorkerSource};
 
 /// Messages read between two looks at the watermark and the dataflow.
 const READ_BATCH: usize = 4096;
@@ -567,12 +569,17 @@ impl KafkaPipeline {
                     resume.replay_done(bound);
                 }
                 let basis = match reader.event_time_basis(Instant::now()) {
-                    Some(Some(basis)) => {
+                    Basis::Active(basis) => {
                         resume.share_basis(basis);
                         Some(basis)
                     }
-                    Some(None) => resume.shared_basis(),
-                    None => None,
+                    Basis::Idle(read) => {
+                        if let Some(read) = read {
+                            resume.share_basis(read);
+                        }
+                        resume.shared_basis()
+                    }
+                    Basis::Waiting => None,
                 };
                 if let Some(watermark) = basis.and_then(|basis| clock.advance_from(basis)) {
                     inputs.advance_to(watermark);

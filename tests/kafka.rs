@@ -406,6 +406,12 @@ fn an_idle_partition_stalls_results_only_until_its_idle_timeout() {
     for (idle_timeout, output, results_expected) in [
         (Duration::from_secs(3600), "counts-patient", false),
         (Duration::from_millis(200), "counts-idle", true),
+        // Every partition is idle at every look: the one worker reading
+        // both must still let the watermark reach what partition 0
+        // delivered (it used to wait for the other workers, of which
+        // there are none; the same stall hit a 200 ms timeout whenever
+        // the worker did not look between the two partitions going idle).
+        (Duration::ZERO, "counts-eager", true),
     ] {
         let config = KafkaSourceConfig {
             idle_timeout,
@@ -429,6 +435,7 @@ fn an_idle_partition_stalls_results_only_until_its_idle_timeout() {
     }
     assert_eq!(rows[0], 0, "the empty partition holds the watermark back");
     assert!(rows[1] > 0, "once idle, it no longer does");
+    assert!(rows[2] > 0, "nor when every partition is idle at once");
 }
 
 /// Every output of the shared pipeline definition (`Analytics::emit`) to

@@ -262,21 +262,9 @@ impl WorkerSource {
         all
     }
 
-    /// The event time the watermark may trail: the least of the largest
-    /// event times of the partitions that are not idle. `Some(None)`: every
-    /// partition is idle (no message for the idle timeout), so this worker
-    /// should not hold the watermark back. `None`: an active partition has
-    /// no event yet.
-    pub(crate) fn event_time_basis(&self, now: Instant) -> Option<Option<Millis>> {
-        let mut basis: Option<Millis> = None;
-        for state in &self.partitions {
-            if now.duration_since(state.last_message) >= self.idle_timeout {
-                continue;
-            }
-            let max = state.max_event_time?;
-            basis = Some(basis.map_or(max, |basis| basis.min(max)));
-        }
-        Some(basis)
+    /// The event time this worker's partitions let the watermark trail at `now`.
+    pub(crate) fn event_time_basis(&self, now: Instant) -> Basis {
+        basis(&self.partitions, self.idle_timeout, now)
     }
 
     /// Where every partition is: `(partition, next offset)`.
@@ -305,6 +293,52 @@ impl WorkerSource {
         self.consumer
             .commit(&offsets, CommitMode::Sync)
             .map_err(KafkaError::client("committing offsets"))
+    }
+}
+
+/// What a worker's partitions say about the event time the watermark may
+/// trail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Basis {
+    /// The least of the largest event times of the partitions that are not
+    /// idle.
+    Active(Millis),
+    /// Every partition is idle (no message for the idle timeout), or the
+    /// worker has none: it must not hold the watermark back. Holds the
+    /// largest event time any of them delivered, if one did.
+    Idle(Option<Millis>),
+    /// A partition that is not idle has delivered no event yet: hold back.
+    Waiting,
+}
+
+/// [`WorkerSource::event_time_basis`] of `partitions`.
+///
+/// When every partition is idle, the largest event time read counts: the
+/// partitions may have gone quiet at the same moment (one worker reading a
+/// burst from several partitions), and the watermark must still reach what
+/// they delivered rather than wait for a message that may never come.
+fn basis(partitions: &[PartitionState], idle_timeout: Duration, now: Instant) -> Basis {
+    let mut active: Option<Millis> = None;
+    let mut all_idle = true;
+    for state in partitions {
+        if now.duration_since(state.last_message) >= idle_timeout {
+            continue;
+        }
+        all_idle = false;
+        let Some(max) = state.max_event_time else {
+            return Basis::Waiting;
+        };
+        active = Some(active.map_or(max, |active| active.min(max)));
+    }
+    match active {
+        Some(active) => Basis::Active(active),
+        None if all_idle => Basis::Idle(
+            partitions
+                .iter()
+                .filter_map(|state| state.max_event_time)
+                .max(),
+        ),
+        None => Basis::Waiting,
     }
 }
 
@@ -345,5 +379,52 @@ fn parse_message(
             rejection.detail,
             payload,
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partition(
+        partition: i32,
+        max_event_time: Option<Millis>,
+        last_message: Instant,
+    ) -> PartitionState {
+        PartitionState {
+            partition,
+            origin: 0,
+            next: 0,
+            resume_at: None,
+            max_event_time,
+            last_message,
+            at_end: false,
+        }
+    }
+
+    #[test]
+    fn idle_partitions_are_left_out_and_all_idle_keeps_what_was_read() {
+        let start = Instant::now();
+        let timeout = Duration::from_millis(200);
+        let later = start + Duration::from_millis(150);
+        let idle = start + Duration::from_secs(1);
+        // Partition 0 has read events; partition 1 none yet.
+        let partitions = [partition(0, Some(5_000), later), partition(1, None, start)];
+        assert_eq!(basis(&partitions, timeout, later), Basis::Waiting);
+        // Partition 1 idle, partition 0 not yet.
+        let soon = start + Duration::from_millis(250);
+        assert_eq!(basis(&partitions, timeout, soon), Basis::Active(5_000));
+        // Both idle at the same look (the loop did not run in between):
+        // what partition 0 delivered still counts.
+        assert_eq!(basis(&partitions, timeout, idle), Basis::Idle(Some(5_000)));
+        let partitions = [
+            partition(0, Some(5_000), start),
+            partition(1, Some(9_000), start),
+        ];
+        assert_eq!(basis(&partitions, timeout, later), Basis::Active(5_000));
+        assert_eq!(basis(&partitions, timeout, idle), Basis::Idle(Some(9_000)));
+        let partitions = [partition(0, None, start)];
+        assert_eq!(basis(&partitions, timeout, idle), Basis::Idle(None));
+        assert_eq!(basis(&[], timeout, start), Basis::Idle(None));
     }
 }
