@@ -3,14 +3,16 @@
 //! reach the dead-letter topic with their partition and offset, an idle
 //! partition does not stall results, the whole pipeline's output topics
 //! hold exactly the rows of a backfill over the same events, and a run
-//! killed mid-stream and restarted leaves every output topic as an
-//! uninterrupted run does.
+//! killed mid-stream and restarted (worker threads aborted, or a child
+//! process sent SIGKILL) leaves every output topic as an uninterrupted run
+//! does.
 //!
 //! The mock broker keeps at most 5 MiB per partition and silently drops
 //! older messages; every topic read back is first checked to be whole
 //! (`assert_log_kept`).
 
 use std::collections::BTreeMap;
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -503,10 +505,108 @@ fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> i64 {
 /// `<prefix>-<output>`.
 type Run = fn(KafkaPipeline, &'static str) -> KafkaSummary;
 
-/// Kills a run of `run` mid-stream once it has committed, feeds the rest
-/// of the input, restarts it, and compares every output topic (`outputs`,
-/// compacted; `raw_diffs`, summed) with an uninterrupted run's.
-fn killed_and_restarted_equals_uninterrupted(run: Run, outputs: &[String], raw_diffs: &str) {
+/// How [`killed_and_restarted_equals_uninterrupted`] kills the first run
+/// and where it restarts it.
+#[derive(Clone, Copy)]
+enum Kill {
+    /// Abort the run's worker threads in this process, restart in this
+    /// process.
+    Threads,
+    /// Run it in a child process, SIGKILL that, and restart in another
+    /// child: nothing survives but what the broker holds, not even the
+    /// process-wide names dictionary. Holds the name of the test, which
+    /// each child runs again in the role [`child_role`] gives it.
+    Process(&'static str),
+}
+
+/// Tells a child process started by [`spawn_child`] the brokers to read.
+const CHILD_BROKERS: &str = "ADFLOW_TEST_CHILD_BROKERS";
+/// Set in a child that should stop at the end of the input.
+const CHILD_STOP_AT_END: &str = "ADFLOW_TEST_CHILD_STOP_AT_END";
+
+/// In a child process started by [`spawn_child`]: runs `run` as the
+/// restartable pipeline (group and prefix `restarted`) and returns true.
+/// Anywhere else: returns false.
+fn child_role(run: Run) -> bool {
+    let Ok(brokers) = std::env::var(CHILD_BROKERS) else {
+        return false;
+    };
+    let config = KafkaSourceConfig {
+        stop_at_end: std::env::var_os(CHILD_STOP_AT_END).is_some(),
+        ..KafkaSourceConfig::new(&brokers, "clicks", "restarted")
+    };
+    let summary = run(
+        KafkaPipeline::new(config).time(stream_time()).workers(2),
+        "restarted",
+    );
+    assert_sinks_ok(&summary);
+    true
+}
+
+/// A child process that is killed if the test panics before it is done
+/// with it, rather than left running.
+struct ChildProcess(Child);
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `test` alone in a child process of this test binary, in the role
+/// [`child_role`] gives it; its output goes to `log`.
+fn spawn_child(
+    test: &str,
+    brokers: &str,
+    stop_at_end: bool,
+    log: &std::path::Path,
+) -> ChildProcess {
+    let log = std::fs::File::create(log).expect("child log");
+    let mut command = Command::new(std::env::current_exe().expect("test binary"));
+    command
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_BROKERS, brokers)
+        .stdout(log.try_clone().expect("child log"))
+        .stderr(log);
+    if stop_at_end {
+        command.env(CHILD_STOP_AT_END, "1");
+    }
+    ChildProcess(command.spawn().expect("child process"))
+}
+
+/// Waits up to `limit` for `child` to exit successfully; panics with its
+/// log otherwise.
+fn wait_for_child(mut child: ChildProcess, limit: Duration, log: &std::path::Path) {
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.0.try_wait().expect("child status") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    if status.is_none_or(|status| !status.success()) {
+        let output = std::fs::read_to_string(log).unwrap_or_default();
+        panic!("the restarted child process failed ({status:?}):\n{output}");
+    }
+}
+
+/// Kills a run of `run` mid-stream once it has committed (as `kill`
+/// says), feeds the rest of the input, restarts it, and compares every
+/// output topic (`outputs`, compacted; `raw_diffs`, summed) with an
+/// uninterrupted run's.
+fn killed_and_restarted_equals_uninterrupted(
+    run: Run,
+    outputs: &[String],
+    raw_diffs: &str,
+    kill: Kill,
+) {
+    if child_role(run) {
+        return;
+    }
     let cluster = MockCluster::new(1).expect("mock cluster");
     let brokers = cluster.bootstrap_servers();
     cluster.create_topic("clicks", 4, 1).expect("topic");
@@ -523,31 +623,60 @@ fn killed_and_restarted_equals_uninterrupted(run: Run, outputs: &[String], raw_d
     // The first half is in the topic when the interrupted run starts; it
     // is killed once it has committed offsets, mid-stream.
     produce(&brokers, "clicks", first, None);
-    let pipeline = KafkaPipeline::new(KafkaSourceConfig::new(&brokers, "clicks", "restarted"))
-        .time(stream_time())
-        .workers(2);
-    let shutdown = pipeline.shutdown();
-    let killed = thread::spawn(move || run(pipeline, "restarted"));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while committed(&brokers, "restarted", "clicks", 4) == 0 {
-        assert!(Instant::now() < deadline, "the first run never committed");
-        thread::sleep(Duration::from_millis(20));
-    }
-    shutdown.abort();
-    let killed = killed.join().expect("first run");
-    assert!(killed.aborted);
+    let wait_for_commit = || {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while committed(&brokers, "restarted", "clicks", 4) == 0 {
+            assert!(Instant::now() < deadline, "the first run never committed");
+            thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let logs = tempfile::tempdir().expect("tempdir");
+    let killed = match kill {
+        Kill::Threads => {
+            let pipeline =
+                KafkaPipeline::new(KafkaSourceConfig::new(&brokers, "clicks", "restarted"))
+                    .time(stream_time())
+                    .workers(2);
+            let shutdown = pipeline.shutdown();
+            let killed = thread::spawn(move || run(pipeline, "restarted"));
+            wait_for_commit();
+            shutdown.abort();
+            let killed = killed.join().expect("first run");
+            assert!(killed.aborted);
+            format!("{killed:?}")
+        }
+        Kill::Process(test) => {
+            let log = logs.path().join("killed.log");
+            let mut child = spawn_child(test, &brokers, false, &log);
+            wait_for_commit();
+            // `Child::kill` is SIGKILL on Unix: no destructor, no flush.
+            child.0.kill().expect("SIGKILL");
+            let status = child.0.wait().expect("killed child");
+            assert!(!status.success(), "the child was killed, not finished");
+            std::fs::read_to_string(&log).unwrap_or_default()
+        }
+    };
     let committed_at_kill = committed(&brokers, "restarted", "clicks", 4);
     assert!(committed_at_kill > 0 && committed_at_kill < lines.len() as i64);
 
     // The rest arrives while it is down; the restarted run reads to the end.
     produce(&brokers, "clicks", second, None);
-    let restarted = run(
-        KafkaPipeline::new(source(&brokers, "clicks", "restarted"))
-            .time(stream_time())
-            .workers(2),
-        "restarted",
-    );
-    assert_sinks_ok(&restarted);
+    match kill {
+        Kill::Threads => {
+            let restarted = run(
+                KafkaPipeline::new(source(&brokers, "clicks", "restarted"))
+                    .time(stream_time())
+                    .workers(2),
+                "restarted",
+            );
+            assert_sinks_ok(&restarted);
+        }
+        Kill::Process(test) => {
+            let log = logs.path().join("restarted.log");
+            let child = spawn_child(test, &brokers, true, &log);
+            wait_for_child(child, Duration::from_secs(600), &log);
+        }
+    }
     assert_eq!(
         committed(&brokers, "restarted", "clicks", 4),
         lines.len() as i64
@@ -647,7 +776,7 @@ fn killed_and_restarted_equals_uninterrupted(run: Run, outputs: &[String], raw_d
                 }
             }
         }
-        eprintln!("killed: {killed:?}");
+        eprintln!("killed: {killed}");
         panic!("raw diffs differ");
     }
     // The raw diffs sum to the upsert topic's rows (one row per key).
@@ -680,13 +809,34 @@ fn run_counts(pipeline: KafkaPipeline, prefix: &'static str) -> KafkaSummary {
 #[test]
 fn hourly_counts_killed_mid_stream_and_restarted_equal_an_uninterrupted_run() {
     let outputs = ["counts", "dead_letters"].map(String::from);
-    killed_and_restarted_equals_uninterrupted(run_counts, &outputs, "counts-diffs");
+    killed_and_restarted_equals_uninterrupted(run_counts, &outputs, "counts-diffs", Kill::Threads);
 }
 
 #[test]
 fn full_pipeline_killed_mid_stream_and_restarted_equals_an_uninterrupted_run() {
     let outputs = output_names(&AnalyticsConfig::default().attribution.models);
-    killed_and_restarted_equals_uninterrupted(run_analytics, &outputs, "metrics-hourly-diffs");
+    killed_and_restarted_equals_uninterrupted(
+        run_analytics,
+        &outputs,
+        "metrics-hourly-diffs",
+        Kill::Threads,
+    );
+}
+
+/// As above, but a real crash: the first run is a child process killed
+/// with SIGKILL, and the restart is another, which knows nothing but what
+/// the broker holds (it learns campaign and ad names from the replay).
+#[test]
+fn full_pipeline_sigkilled_in_a_child_process_and_restarted_equals_an_uninterrupted_run() {
+    let outputs = output_names(&AnalyticsConfig::default().attribution.models);
+    killed_and_restarted_equals_uninterrupted(
+        run_analytics,
+        &outputs,
+        "metrics-hourly-diffs",
+        Kill::Process(
+            "full_pipeline_sigkilled_in_a_child_process_and_restarted_equals_an_uninterrupted_run",
+        ),
+    );
 }
 
 /// Stream and backfill share one pipeline definition, and the stream's
