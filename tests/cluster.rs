@@ -1,27 +1,34 @@
 //! The pipeline as a timely cluster: 2 processes × 1 worker on localhost,
 //! and 1 process × 2 workers, write exactly the files that 1 process × 1
-//! worker writes (every output, compared as sorted lines).
+//! worker writes (every output, compared as sorted lines). Each run's
+//! hourly metrics changelog, written as the frontier passes each hour,
+//! sums to that snapshot and shows campaigns by name at every time.
 //!
 //! The test re-runs its own binary as the cluster's processes: the child
 //! runs `cluster_process`, which does nothing unless `ADFLOW_CLUSTER_DATA`
 //! is set.
 
+use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use adflow::event::Id;
 use adflow::pipeline::{cluster_config, KindCounts, Pipeline, RunSummary, TimeConfig};
-use adflow::sinks::{OutputFormat, SinkSet};
+use adflow::sinks::{NamedOutputs, OutputFormat, SinkMode, SinkSet};
 use adflow::sources::discover;
 use adflow::write::FileFormat;
 use adflow_datagen::{generate_to_dir, GeneratorConfig};
 use adflow_operators::analytics::{AnalyticsConfig, AnalyticsExt};
 
 /// Runs the full pipeline over `data` into CSV files in `out`, as process
-/// `process` of `processes` with `workers` threads each.
+/// `process` of `processes` with `workers` threads each. The hourly metrics
+/// also go to `changes/metrics_hourly.csv` as a changelog, written at every
+/// hourly tick the frontier passes rather than at the end.
 fn backfill(
     data: &Path,
     out: &Path,
+    changes: &Path,
     workers: usize,
     processes: usize,
     process: usize,
@@ -31,23 +38,85 @@ fn backfill(
     let timely = cluster_config(workers, processes, process, hostfile).expect("cluster config");
     let config = AnalyticsConfig::default().with_horizon_of(&TimeConfig::backfill());
     let sinks = SinkSet::new(out, OutputFormat::Csv);
-    let worker_sinks = sinks.clone();
+    let changelog = SinkSet::new(changes, OutputFormat::Csv).with_mode(SinkMode::Changelog);
+    let (worker_sinks, worker_changelog) = (sinks.clone(), changelog.clone());
     let summary = Pipeline::new(files)
         .timely_config(timely)
         .run(move |_scope, streams| {
             let models = config.attribution.models.clone();
-            streams.events.analyze(&config).emit(
+            let analytics = streams.events.analyze(&config);
+            worker_changelog
+                .attach(&streams.probe)
+                .output("metrics_hourly", analytics.metrics.hourly.clone());
+            analytics.emit(
                 &models,
                 streams.dead_letters,
                 &mut worker_sinks.attach(&streams.probe),
             );
         })
         .expect("pipeline runs");
-    for handle in sinks.handles() {
+    for handle in sinks.handles().into_iter().chain(changelog.handles()) {
         let report = handle.report();
         assert!(report.is_ok(), "{report:?}");
     }
     summary
+}
+
+/// The rows a changelog file (CSV, `time` and `diff` last) sums to, as
+/// sorted lines: what the snapshot of the same output holds.
+fn changelog_sum(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).expect("read changelog");
+    let mut lines = text.lines();
+    let header = lines.next().expect("header");
+    let header = header
+        .strip_suffix(",time,diff")
+        .expect("time and diff columns last");
+    let mut sums: BTreeMap<String, i64> = BTreeMap::new();
+    for line in lines {
+        let (rest, diff) = line.rsplit_once(',').expect("diff column");
+        let (row, _time) = rest.rsplit_once(',').expect("time column");
+        *sums.entry(row.to_owned()).or_default() += diff.parse::<i64>().expect("diff");
+    }
+    let mut rows = vec![header.to_owned()];
+    for (row, sum) in sums {
+        assert!(sum >= 0, "{row} sums to {sum}");
+        rows.extend(std::iter::repeat_n(row, usize::try_from(sum).unwrap_or(0)));
+    }
+    rows.sort();
+    rows
+}
+
+/// Checks the changelog in `changes` against the snapshot in `outputs`,
+/// and that it names every campaign of `only` at every time it shows it:
+/// the process that writes it must know the names another process read
+/// before the frontier lets it write their rows.
+fn check_changelog(changes: &Path, outputs: &[(String, Vec<String>)], only: &[String]) {
+    let (_, hourly) = outputs
+        .iter()
+        .find(|(name, _)| name == "metrics_hourly.csv")
+        .expect("hourly metrics written");
+    let path = changes.join("metrics_hourly.csv");
+    assert!(
+        &changelog_sum(&path) == hourly,
+        "{} does not sum to the snapshot",
+        path.display()
+    );
+    let text = std::fs::read_to_string(&path).expect("read changelog");
+    let times: std::collections::BTreeSet<&str> = text
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.rsplit(',').nth(1))
+        .collect();
+    assert!(times.len() > 24, "written over many hours: {}", times.len());
+    for campaign in only {
+        let id = Id::of(campaign).expect("an id");
+        let hex = format!("{:016x}", id.get());
+        assert!(
+            text.contains(campaign.as_str()),
+            "{campaign} is in the changelog"
+        );
+        assert!(!text.contains(&hex), "{campaign} is shown as {hex}");
+    }
 }
 
 /// Every file in `dir`, each as its sorted lines.
@@ -87,6 +156,7 @@ fn cluster_process() {
     let summary = backfill(
         Path::new(&data),
         Path::new(&var("ADFLOW_CLUSTER_OUT")),
+        Path::new(&var("ADFLOW_CLUSTER_CHANGES")),
         1,
         2,
         process,
@@ -126,7 +196,8 @@ fn cluster_matches_one_worker() {
     }
 
     let single = dir.path().join("single");
-    let single_summary = backfill(&data, &single, 1, 1, 0, None);
+    let single_changes = dir.path().join("single-changes");
+    let single_summary = backfill(&data, &single, &single_changes, 1, 1, 0, None);
     assert!(single_summary.cluster.is_none());
     let expected = sorted_outputs(&single);
     assert_eq!(expected.len(), 13, "every output is written");
@@ -143,12 +214,16 @@ fn cluster_matches_one_worker() {
         );
     }
 
+    check_changelog(&single_changes, &expected, &only);
+
     let threads = dir.path().join("threads");
-    backfill(&data, &threads, 2, 1, 0, None);
+    let threads_changes = dir.path().join("threads-changes");
+    backfill(&data, &threads, &threads_changes, 2, 1, 0, None);
     assert!(
         sorted_outputs(&threads) == expected,
         "1 process × 2 workers differs"
     );
+    check_changelog(&threads_changes, &expected, &only);
 
     let hosts = dir.path().join("hosts.txt");
     std::fs::write(
@@ -157,6 +232,7 @@ fn cluster_matches_one_worker() {
     )
     .expect("write hostfile");
     let processes = dir.path().join("processes");
+    let processes_changes = dir.path().join("processes-changes");
     let counts = dir.path().join("cluster-counts.json");
     let exe = std::env::current_exe().expect("test binary");
     let children: Vec<_> = (0..2)
@@ -170,6 +246,7 @@ fn cluster_matches_one_worker() {
                 ])
                 .env("ADFLOW_CLUSTER_DATA", &data)
                 .env("ADFLOW_CLUSTER_OUT", &processes)
+                .env("ADFLOW_CLUSTER_CHANGES", &processes_changes)
                 .env("ADFLOW_CLUSTER_HOSTS", &hosts)
                 .env("ADFLOW_CLUSTER_PROCESS", process.to_string())
                 .env("ADFLOW_CLUSTER_SUMMARY", &counts)
@@ -186,6 +263,7 @@ fn cluster_matches_one_worker() {
         sorted_outputs(&processes) == expected,
         "2 processes × 1 worker differ"
     );
+    check_changelog(&processes_changes, &expected, &only);
     let text = std::fs::read_to_string(&counts).expect("process 0 wrote the cluster's counts");
     let (events, dead_letters): (KindCounts, u64) = serde_json::from_str(&text).expect("counts");
     assert_eq!(events, single_summary.events);
