@@ -63,7 +63,8 @@ struct Args {
     /// Where a new group starts: earliest, latest, or a time (RFC 3339 or epoch ms).
     #[arg(long, default_value = "earliest")]
     start: StartFrom,
-    /// A partition silent this long no longer holds the watermark back.
+    /// A partition silent this long no longer holds the watermark back
+    /// (docs/operations.md, "Watermark").
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     idle_timeout: Millis,
     /// How far the watermark trails the newest event time.

@@ -17,8 +17,9 @@
 //! partitions, leaving out partitions that delivered nothing for
 //! [`KafkaSourceConfig::idle_timeout`], so an idle partition does not
 //! stall results. Once all of a worker's partitions are idle, the
-//! watermark may reach the largest event time they delivered, or the
-//! other workers' if that is larger.
+//! watermark may trail the largest event time they delivered if they have
+//! been read to their end, or else the least of the largest event times
+//! of those that have not; and at least the basis of the other workers.
 //!
 //! Delivery: every worker produces the sinks' keys it owns through one
 //! producer, flushed once per frontier advance for all of its sinks; a
@@ -189,7 +190,12 @@ pub struct KafkaSourceConfig {
     /// Where a group that has never committed starts.
     pub start: StartFrom,
     /// A partition that delivers nothing for this long no longer holds the
-    /// watermark back; it counts again with its next message.
+    /// watermark back; it counts again with its next message. Once every
+    /// partition of a worker is idle, those read to their end stop holding
+    /// it back too (the watermark may trail the largest event time read),
+    /// so a message older than that arrives as a correction, or as a dead
+    /// letter beyond the horizon. Zero: the least of the partitions never
+    /// holds the watermark back.
     pub idle_timeout: Duration,
     /// Stop once every partition has reached its end (bounded runs and
     /// tests); otherwise run until [`Shutdown::stop`].
@@ -573,9 +579,9 @@ impl KafkaPipeline {
                         resume.share_basis(basis);
                         Some(basis)
                     }
-                    Basis::Idle(read) => {
-                        if let Some(read) = read {
-                            resume.share_basis(read);
+                    Basis::Idle(vouched) => {
+                        if let Some(vouched) = vouched {
+                            resume.share_basis(vouched);
                         }
                         resume.shared_basis()
                     }

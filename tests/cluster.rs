@@ -1,8 +1,9 @@
 //! The pipeline as a timely cluster: 2 processes × 1 worker on localhost,
 //! and 1 process × 2 workers, write exactly the files that 1 process × 1
 //! worker writes (every output, compared as sorted lines). Each run's
-//! hourly metrics changelog, written as the frontier passes each hour,
-//! sums to that snapshot and shows campaigns by name at every time.
+//! hourly metrics changelog (updates at every hourly time, which a sink
+//! writes once the frontier passes them, not at the end) sums to that
+//! snapshot and shows campaigns by name at every time.
 //!
 //! The test re-runs its own binary as the cluster's processes: the child
 //! runs `cluster_process`, which does nothing unless `ADFLOW_CLUSTER_DATA`
@@ -23,8 +24,8 @@ use adflow_operators::analytics::{AnalyticsConfig, AnalyticsExt};
 
 /// Runs the full pipeline over `data` into CSV files in `out`, as process
 /// `process` of `processes` with `workers` threads each. The hourly metrics
-/// also go to `changes/metrics_hourly.csv` as a changelog, written at every
-/// hourly tick the frontier passes rather than at the end.
+/// also go to `changes/metrics_hourly.csv` as a changelog: every update
+/// with its time, written once the frontier passes that time.
 fn backfill(
     data: &Path,
     out: &Path,
@@ -109,13 +110,13 @@ fn check_changelog(changes: &Path, outputs: &[(String, Vec<String>)], only: &[St
         .collect();
     assert!(times.len() > 24, "written over many hours: {}", times.len());
     for campaign in only {
-        let id = Id::of(campaign).expect("an id");
-        let hex = format!("{:016x}", id.get());
-        assert!(
-            text.contains(campaign.as_str()),
-            "{campaign} is in the changelog"
-        );
-        assert!(!text.contains(&hex), "{campaign} is shown as {hex}");
+        let ad = format!("{campaign}-ad");
+        let named = format!(",{campaign},{ad},");
+        assert!(text.contains(&named), "{campaign} and its ad are named");
+        for text_id in [campaign.as_str(), ad.as_str()] {
+            let hex = format!(",{:016x},", Id::of(text_id).expect("an id").get());
+            assert!(!text.contains(&hex), "{text_id} is shown as {hex}");
+        }
     }
 }
 

@@ -21,8 +21,9 @@ pub(crate) struct Resume {
     reconciled: AtomicUsize,
     /// A sink could not deliver: offsets must not be committed any more.
     failed: AtomicBool,
-    /// The largest event-time basis any worker advanced its clock from;
-    /// `Millis::MIN` before any.
+    /// The largest event-time basis any worker advanced its clock from
+    /// (the least of its active partitions' largest event times, or what
+    /// its idle partitions vouch for); `Millis::MIN` before any.
     basis: AtomicI64,
     /// Per worker: every result at a time before this has been produced by
     /// its sinks and acknowledged by the broker.

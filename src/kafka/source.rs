@@ -304,8 +304,9 @@ pub(crate) enum Basis {
     /// idle.
     Active(Millis),
     /// Every partition is idle (no message for the idle timeout), or the
-    /// worker has none: it must not hold the watermark back. Holds the
-    /// largest event time any of them delivered, if one did.
+    /// worker has none: it must not hold the watermark back for silence
+    /// alone. Holds the event time its partitions still vouch for, if any
+    /// delivered events: see [`basis`].
     Idle(Option<Millis>),
     /// A partition that is not idle has delivered no event yet: hold back.
     Waiting,
@@ -313,33 +314,39 @@ pub(crate) enum Basis {
 
 /// [`WorkerSource::event_time_basis`] of `partitions`.
 ///
-/// When every partition is idle, the largest event time read counts: the
-/// partitions may have gone quiet at the same moment (one worker reading a
-/// burst from several partitions), and the watermark must still reach what
-/// they delivered rather than wait for a message that may never come.
+/// When every partition is idle, the silence has two readings. A partition
+/// read to its end (the consumer said so and nothing came since) has
+/// delivered everything it holds, so the largest event time read counts:
+/// partitions that go quiet together, as after a burst read by one
+/// worker, must not hold results back until the next message. A partition
+/// not at its end may still hold events near its largest event time (its
+/// consumer stalled, or the broker is slow to answer), so the least of
+/// those partitions' largest event times counts, as it would if they were
+/// active, and the watermark does not jump ahead of them.
 fn basis(partitions: &[PartitionState], idle_timeout: Duration, now: Instant) -> Basis {
     let mut active: Option<Millis> = None;
-    let mut all_idle = true;
     for state in partitions {
         if now.duration_since(state.last_message) >= idle_timeout {
             continue;
         }
-        all_idle = false;
         let Some(max) = state.max_event_time else {
             return Basis::Waiting;
         };
         active = Some(active.map_or(max, |active| active.min(max)));
     }
-    match active {
-        Some(active) => Basis::Active(active),
-        None if all_idle => Basis::Idle(
-            partitions
-                .iter()
-                .filter_map(|state| state.max_event_time)
-                .max(),
-        ),
-        None => Basis::Waiting,
+    if let Some(active) = active {
+        return Basis::Active(active);
     }
+    let behind = partitions
+        .iter()
+        .filter(|state| !state.at_end)
+        .filter_map(|state| state.max_event_time)
+        .min();
+    let read = partitions
+        .iter()
+        .filter_map(|state| state.max_event_time)
+        .max();
+    Basis::Idle(behind.or(read))
 }
 
 /// Parses one message and notes its offset and event time in its partition.
@@ -390,6 +397,7 @@ mod tests {
         partition: i32,
         max_event_time: Option<Millis>,
         last_message: Instant,
+        at_end: bool,
     ) -> PartitionState {
         PartitionState {
             partition,
@@ -398,32 +406,57 @@ mod tests {
             resume_at: None,
             max_event_time,
             last_message,
-            at_end: false,
+            at_end,
         }
     }
 
     #[test]
-    fn idle_partitions_are_left_out_and_all_idle_keeps_what_was_read() {
+    fn idle_partitions_are_left_out_and_all_idle_holds_back_only_for_unread_ones() {
         let start = Instant::now();
         let timeout = Duration::from_millis(200);
         let later = start + Duration::from_millis(150);
+        let soon = start + Duration::from_millis(250);
         let idle = start + Duration::from_secs(1);
         // Partition 0 has read events; partition 1 none yet.
-        let partitions = [partition(0, Some(5_000), later), partition(1, None, start)];
+        let partitions = [
+            partition(0, Some(5_000), later, true),
+            partition(1, None, start, true),
+        ];
         assert_eq!(basis(&partitions, timeout, later), Basis::Waiting);
         // Partition 1 idle, partition 0 not yet.
-        let soon = start + Duration::from_millis(250);
         assert_eq!(basis(&partitions, timeout, soon), Basis::Active(5_000));
         // Both idle at the same look (the loop did not run in between):
         // what partition 0 delivered still counts.
         assert_eq!(basis(&partitions, timeout, idle), Basis::Idle(Some(5_000)));
+        // An empty partition not known to be at its end cannot hold back.
         let partitions = [
-            partition(0, Some(5_000), start),
-            partition(1, Some(9_000), start),
+            partition(0, Some(5_000), later, true),
+            partition(1, None, start, false),
+        ];
+        assert_eq!(basis(&partitions, timeout, idle), Basis::Idle(Some(5_000)));
+
+        // Both read to their end: the largest event time counts.
+        let partitions = [
+            partition(0, Some(5_000), start, true),
+            partition(1, Some(9_000), start, true),
         ];
         assert_eq!(basis(&partitions, timeout, later), Basis::Active(5_000));
         assert_eq!(basis(&partitions, timeout, idle), Basis::Idle(Some(9_000)));
-        let partitions = [partition(0, None, start)];
+        // Silent but not at its end: partition 0 may hold more near 5 000,
+        // so the watermark does not jump to 9 000.
+        let partitions = [
+            partition(0, Some(5_000), start, false),
+            partition(1, Some(9_000), start, true),
+        ];
+        assert_eq!(basis(&partitions, timeout, idle), Basis::Idle(Some(5_000)));
+        let partitions = [
+            partition(0, Some(5_000), start, false),
+            partition(1, Some(9_000), start, false),
+            partition(2, Some(7_000), start, true),
+        ];
+        assert_eq!(basis(&partitions, timeout, idle), Basis::Idle(Some(5_000)));
+
+        let partitions = [partition(0, None, start, false)];
         assert_eq!(basis(&partitions, timeout, idle), Basis::Idle(None));
         assert_eq!(basis(&[], timeout, start), Basis::Idle(None));
     }
