@@ -727,6 +727,9 @@ fn rows_render_ids_as_hex_and_undefined_ratios_as_null() {
     let counters = Counters {
         impressions: 4,
         cost_micros: 8_000,
+        // A view-through conversion split between two ads: half of one
+        // here, and another whole one.
+        conversions_micros: 1_500_000,
         ..Counters::default()
     };
     let row = MetricsRow::new(Granularity::Day, key, counters);
@@ -757,7 +760,10 @@ fn rows_render_ids_as_hex_and_undefined_ratios_as_null() {
     assert_eq!(value("cpm"), Some(Value::F64(2.0)));
     assert_eq!(value("ctr"), Some(Value::F64(0.0)));
     assert_eq!(value("roas"), Some(Value::F64(0.0)));
-    for undefined in ["cvr", "cpc", "cpa"] {
+    assert_eq!(value("conversions"), Some(Value::F64(1.5)));
+    assert_eq!(value("conversions_micros"), Some(Value::I64(1_500_000)));
+    assert_eq!(value("cpa"), Some(Value::F64(0.008 / 1.5)));
+    for undefined in ["cvr", "cpc"] {
         assert_eq!(value(undefined), Some(Value::Null), "{undefined}");
     }
 }

@@ -267,14 +267,17 @@ fn ratio_value(value: Option<f64>) -> Value {
 }
 
 /// How many columns [`MetricsRow`] renders.
-const METRICS_COLUMNS: usize = 20;
+const METRICS_COLUMNS: usize = 21;
 
-/// Columns: `granularity`, `bucket` (time), `campaign_id` and `ad_id` (16
-/// hex digits of the hashed id, null when absent), `country`,
-/// `device_type` (empty when unknown), the counters (`impressions`,
-/// `invalid_impressions`, `clicks`, `valid_clicks`, `invalid_clicks`,
-/// `conversions_micros`), money (`revenue`, `cost`), and the ratios (`ctr`,
-/// `cvr`, `cpc`, `cpm`, `cpa`, `roas`; null when undefined).
+/// Columns: `granularity`, `bucket` (time), `campaign_id` and `ad_id` (the
+/// ids as they arrived, or 16 hex digits of the hash if their text is
+/// unknown; null when absent), `country`, `device_type` (empty when
+/// unknown), the counters (`impressions`, `invalid_impressions`, `clicks`,
+/// `valid_clicks`, `invalid_clicks`), the conversions credited to the row
+/// (`conversions`, a decimal since models split them, and the exact
+/// `conversions_micros`, as attribution's outputs have them), money
+/// (`revenue`, `cost`), and the ratios (`ctr`, `cvr`, `cpc`, `cpm`, `cpa`,
+/// `roas`; null when undefined).
 impl OutputRecord for MetricsRow {
     fn columns() -> Vec<Column> {
         vec![
@@ -289,6 +292,7 @@ impl OutputRecord for MetricsRow {
             Column::new("clicks", ColumnType::I64),
             Column::new("valid_clicks", ColumnType::I64),
             Column::new("invalid_clicks", ColumnType::I64),
+            Column::new("conversions", ColumnType::F64),
             Column::new("conversions_micros", ColumnType::I64),
             Column::new("revenue", ColumnType::Money),
             Column::new("cost", ColumnType::Money),
@@ -309,6 +313,7 @@ impl OutputRecord for MetricsRow {
             Value::I64(self.clicks),
             Value::I64(self.valid_clicks),
             Value::I64(self.invalid_clicks),
+            Value::F64(units(self.conversions_micros)),
             Value::I64(self.conversions_micros),
             Value::Money(self.revenue_micros),
             Value::Money(self.cost_micros),
