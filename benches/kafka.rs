@@ -54,7 +54,9 @@
 //!   p50, p99, max over ticks, the rate actually produced, and how far the
 //!   pipeline's reading fell behind. `ADFLOW_KAFKA_LATENCY_BUILD=source` or
 //!   `=dataflow` measures the latency of those stages instead (what limits
-//!   it).
+//!   it). `ADFLOW_KAFKA_TRACE=1` prints every tick's latency to stderr
+//!   (`tick <ms into the feed> <latency ms> <ms the probe jumped past it>`),
+//!   to see whether the latency drifts over a run.
 //! - `flush`: the round trip of one flush (one message produced and
 //!   acknowledged) against the same broker: every worker pays it once per
 //!   advance of the frontier, for all of its sinks.
@@ -571,6 +573,7 @@ fn latency(
     // Every tick the probe passed, with the wall time it passed it at.
     let passed = passed.lock().expect("lock");
     let mut latencies = Vec::new();
+    let trace = std::env::var_os("ADFLOW_KAFKA_TRACE").is_some();
     let mut previous: Option<i64> = None;
     for (time, at) in passed.iter() {
         let end = i64::try_from(*time).unwrap_or(i64::MAX);
@@ -578,6 +581,11 @@ fn latency(
         while tick <= end {
             if tick >= feed_start + WARM_UP_MS && tick <= feed_end {
                 latencies.push(at - tick);
+                if trace {
+                    // Tick (ms into the feed), its latency, and how far the
+                    // probe jumped past it.
+                    eprintln!("tick {} {} {}", tick - feed_start, at - tick, end - tick);
+                }
             }
             tick += LATENCY_TICK_MS;
         }
