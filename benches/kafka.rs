@@ -56,7 +56,8 @@
 //!   `=dataflow` measures the latency of those stages instead (what limits
 //!   it). `ADFLOW_KAFKA_TRACE=1` prints every tick's latency to stderr
 //!   (`tick <ms into the feed> <latency ms> <ms the probe jumped past it>`),
-//!   to see whether the latency drifts over a run.
+//!   to see whether the latency drifts over a run; `ADFLOW_KAFKA_TICK_MS`
+//!   sets the tick (default 10).
 //! - `flush`: the round trip of one flush (one message produced and
 //!   acknowledged) against the same broker: every worker pays it once per
 //!   advance of the frontier, for all of its sinks.
@@ -101,7 +102,8 @@ const PARTITION_BUDGET: u64 = 4 << 20;
 const RECORD_OVERHEAD: u64 = 24;
 /// Events whose encoded size is averaged to size the topics.
 const SAMPLE: u64 = 20_000;
-const LATENCY_TICK_MS: i64 = 10;
+/// The latency runs' tick, unless `ADFLOW_KAFKA_TICK_MS` says otherwise.
+const LATENCY_TICK_MS: u64 = 10;
 /// Twice the seed's peak load (115K impressions/s).
 const TARGET_RATE: u64 = 230_000;
 /// The warm-up left out of the latency figures.
@@ -526,8 +528,10 @@ fn latency(
         idle_timeout: Duration::from_millis(200),
         ..source(brokers, &topic, "bench-latency")
     };
+    let tick_ms =
+        i64::try_from(env_or("ADFLOW_KAFKA_TICK_MS", LATENCY_TICK_MS).max(1)).unwrap_or(i64::MAX);
     let live_time = TimeConfig {
-        tick: LATENCY_TICK_MS,
+        tick: tick_ms,
         allowed_lateness: Some(0),
         reference: None,
         ..TimeConfig::stream()
@@ -577,7 +581,7 @@ fn latency(
     let mut previous: Option<i64> = None;
     for (time, at) in passed.iter() {
         let end = i64::try_from(*time).unwrap_or(i64::MAX);
-        let mut tick = previous.map_or(end, |previous| previous + LATENCY_TICK_MS);
+        let mut tick = previous.map_or(end, |previous| previous + tick_ms);
         while tick <= end {
             if tick >= feed_start + WARM_UP_MS && tick <= feed_end {
                 latencies.push(at - tick);
@@ -587,7 +591,7 @@ fn latency(
                     eprintln!("tick {} {} {}", tick - feed_start, at - tick, end - tick);
                 }
             }
-            tick += LATENCY_TICK_MS;
+            tick += tick_ms;
         }
         previous = Some(end);
     }
@@ -597,8 +601,8 @@ fn latency(
     }
     let last = passed.last().map_or(0, |(time, _)| *time);
     println!(
-        "\n| latency at {rate}/s: {} ticks of {LATENCY_TICK_MS} ms, {partitions} partitions | \
-         p50 {} ms, p99 {} ms, max {} ms (the tick's first events: +{LATENCY_TICK_MS} ms) |",
+        "\n| latency at {rate}/s: {} ticks of {tick_ms} ms, {partitions} partitions | \
+         p50 {} ms, p99 {} ms, max {} ms (the tick's first events: +{tick_ms} ms) |",
         latencies.len(),
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99),
