@@ -431,11 +431,13 @@ fn an_idle_partition_stalls_results_only_until_its_idle_timeout() {
         thread::sleep(Duration::from_secs(3));
         if results_expected {
             let deadline = Instant::now() + Duration::from_secs(60);
-            let mut found = complete(hourly_counts_in(&brokers, output));
-            while found != expected && Instant::now() < deadline {
+            let found = loop {
+                let found = complete(hourly_counts_in(&brokers, output));
+                if found == expected || Instant::now() >= deadline {
+                    break found;
+                }
                 thread::sleep(Duration::from_millis(250));
-                found = complete(hourly_counts_in(&brokers, output));
-            }
+            };
             assert_eq!(found, expected, "{output}: every complete hour is out");
         } else {
             assert!(
@@ -547,16 +549,19 @@ fn child_role(run: Run) -> bool {
         let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
         std::process::exit(2);
     });
-    let config = KafkaSourceConfig {
-        stop_at_end: std::env::var_os(CHILD_STOP_AT_END).is_some(),
-        ..KafkaSourceConfig::new(&brokers, "clicks", "restarted")
-    };
-    let summary = run(
-        KafkaPipeline::new(config).time(stream_time()).workers(2),
-        "restarted",
-    );
-    assert_sinks_ok(&summary);
+    let stop_at_end = std::env::var_os(CHILD_STOP_AT_END).is_some();
+    assert_sinks_ok(&run(restartable(&brokers, stop_at_end), "restarted"));
     true
+}
+
+/// The pipeline that is killed and restarted: group `restarted` over
+/// `clicks`, on 2 workers.
+fn restartable(brokers: &str, stop_at_end: bool) -> KafkaPipeline {
+    let config = KafkaSourceConfig {
+        stop_at_end,
+        ..KafkaSourceConfig::new(brokers, "clicks", "restarted")
+    };
+    KafkaPipeline::new(config).time(stream_time()).workers(2)
 }
 
 /// A child process that is killed if the test panics before it is done
@@ -653,10 +658,7 @@ fn killed_and_restarted_equals_uninterrupted(
     let logs = tempfile::tempdir().expect("tempdir");
     let killed = match kill {
         Kill::Threads => {
-            let pipeline =
-                KafkaPipeline::new(KafkaSourceConfig::new(&brokers, "clicks", "restarted"))
-                    .time(stream_time())
-                    .workers(2);
+            let pipeline = restartable(&brokers, false);
             let shutdown = pipeline.shutdown();
             let killed = thread::spawn(move || run(pipeline, "restarted"));
             wait_for_commit(&mut || assert!(!killed.is_finished(), "the first run ended"));
@@ -688,13 +690,7 @@ fn killed_and_restarted_equals_uninterrupted(
     produce(&brokers, "clicks", second, None);
     match kill {
         Kill::Threads => {
-            let restarted = run(
-                KafkaPipeline::new(source(&brokers, "clicks", "restarted"))
-                    .time(stream_time())
-                    .workers(2),
-                "restarted",
-            );
-            assert_sinks_ok(&restarted);
+            assert_sinks_ok(&run(restartable(&brokers, true), "restarted"));
         }
         Kill::Process(test) => {
             let log = logs.path().join("restarted.log");

@@ -342,11 +342,12 @@ fn basis(partitions: &[PartitionState], idle_timeout: Duration, now: Instant) ->
         .filter(|state| !state.at_end)
         .filter_map(|state| state.max_event_time)
         .min();
-    let read = partitions
-        .iter()
-        .filter_map(|state| state.max_event_time)
-        .max();
-    Basis::Idle(behind.or(read))
+    Basis::Idle(behind.or_else(|| {
+        partitions
+            .iter()
+            .filter_map(|state| state.max_event_time)
+            .max()
+    }))
 }
 
 /// Parses one message and notes its offset and event time in its partition.
