@@ -58,6 +58,12 @@
 //!   (`tick <ms into the feed> <latency ms> <ms the probe jumped past it>`),
 //!   to see whether the latency drifts over a run; `ADFLOW_KAFKA_TICK_MS`
 //!   sets the tick (default 10).
+//!
+//! Both kinds of runs stamp events as streams do, at the frontier
+//! (`Stamping::Frontier`: an event on time enters at or before its own
+//! tick, so the probe passing `t + 10 ms` still means its results are
+//! out); `ADFLOW_KAFKA_STAMPING=event_tick` stamps each at its own tick
+//! instead, to compare the two with one binary.
 //! - `flush`: the round trip of one flush (one message produced and
 //!   acknowledged) against the same broker: every worker pays it once per
 //!   advance of the frontier, for all of its sinks.
@@ -75,7 +81,7 @@ use adflow::kafka::{
     client_config, produce_events, ChangelogMode, KafkaPipeline, KafkaSourceConfig, KafkaSummary,
     MessageProducer,
 };
-use adflow::pipeline::{Time, TimeConfig};
+use adflow::pipeline::{Stamping, Time, TimeConfig};
 use adflow::sinks::{NamedOutputs, OutputRecord};
 use adflow::write::JsonlWriter;
 use adflow_datagen::{Generator, GeneratorConfig};
@@ -109,6 +115,14 @@ const TARGET_RATE: u64 = 230_000;
 /// The warm-up left out of the latency figures.
 const WARM_UP_MS: i64 = 1_000;
 const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `ADFLOW_KAFKA_STAMPING`, or the streams' default.
+fn stamping() -> Stamping {
+    std::env::var("ADFLOW_KAFKA_STAMPING").map_or(TimeConfig::stream().stamping, |text| {
+        text.parse()
+            .unwrap_or_else(|error| panic!("ADFLOW_KAFKA_STAMPING: {error}"))
+    })
+}
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -429,6 +443,7 @@ fn throughput(cluster: &MockCluster<'_, DefaultProducerContext>, brokers: &str, 
 
     let stream_time = TimeConfig {
         reference: None,
+        stamping: stamping(),
         ..TimeConfig::stream()
     };
     let mut timed = Vec::new();
@@ -534,6 +549,7 @@ fn latency(
         tick: tick_ms,
         allowed_lateness: Some(0),
         reference: None,
+        stamping: stamping(),
         ..TimeConfig::stream()
     };
     let profile = std::env::var_os("ADFLOW_KAFKA_PROFILE").is_some();

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use adflow::money::format_micros;
 use adflow::parsing::EventValidator;
-use adflow::pipeline::{Pipeline, Time, TimeConfig};
+use adflow::pipeline::{Pipeline, Stamping, Time, TimeConfig};
 use adflow::sinks::{OutputFormat, SinkMode, SinkSet};
 use adflow::sources::replay::Replay;
 use adflow::sources::{Progress, WorkPlan};
@@ -105,6 +105,9 @@ fn main() -> anyhow::Result<()> {
         tick: args.tick,
         allowed_lateness: Some(args.lateness),
         horizon: Some(args.horizon),
+        // The changelog's times are event ticks: how results evolved over
+        // event time, for comparing runs.
+        stamping: Stamping::EventTick,
         ..TimeConfig::stream()
     };
     let settings = std::mem::take(&mut args.settings).with_file(args.config.as_deref())?;

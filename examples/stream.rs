@@ -28,7 +28,7 @@ use adflow::kafka::{
     produce_events, ChangelogMode, KafkaPipeline, KafkaSourceConfig, MessageProducer, Shutdown,
     StartFrom,
 };
-use adflow::pipeline::TimeConfig;
+use adflow::pipeline::{Stamping, TimeConfig};
 use adflow::timestamp::{parse_duration, Millis};
 use adflow_datagen::{Generator, GeneratorConfig};
 use adflow_operators::analytics::{AnalyticsConfig, AnalyticsExt};
@@ -70,6 +70,12 @@ struct Args {
     /// How far the watermark trails the newest event time.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     lateness: Millis,
+    /// Which dataflow time an event enters at: `frontier` (one time per
+    /// read; results do not wait for the lateness) or `event_tick` (its own
+    /// tick; a raw-diff changelog's times are event times). See
+    /// docs/architecture.md, "Time".
+    #[arg(long, default_value = "frontier")]
+    stamping: Stamping,
     /// Events per second the feed produces.
     #[arg(long, default_value_t = 20_000)]
     rate: u64,
@@ -138,6 +144,7 @@ fn main() -> anyhow::Result<()> {
 
     let time = TimeConfig {
         allowed_lateness: Some(args.lateness),
+        stamping: args.stamping,
         // With --brokers, the topic may hold older events than today's.
         reference: None,
         ..TimeConfig::stream()

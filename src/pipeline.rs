@@ -25,6 +25,7 @@
 //! # Ok(()) }
 //! ```
 
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,7 +49,8 @@ use crate::sources::replay::Replay;
 use crate::sources::{FileSource, InputFile, Progress, RecordSource, SourceError, WorkPlan};
 use crate::timestamp::{Millis, HOUR_MS, SECOND_MS};
 
-/// Dataflow time: event time in milliseconds, rounded down to the tick.
+/// Dataflow time: event time in milliseconds, rounded down to the tick
+/// (or the input's frontier when the event was read: [`Stamping`]).
 pub type Time = u64;
 
 /// Records read between two looks at the watermark and the dataflow.
@@ -74,6 +76,45 @@ pub struct TimeConfig {
     /// The reference for the skew check: `None` takes each source's first
     /// valid event time (backfills); streams pass the wall clock.
     pub reference: Option<Millis>,
+    /// Which dataflow time an event on time enters at.
+    #[serde(default)]
+    pub stamping: Stamping,
+}
+
+/// Which dataflow time an event that is not late enters at.
+///
+/// Both give the same final outputs and the same completeness: once the
+/// inputs pass a time `t`, every event with a tick before `t` that was not
+/// late is in every result at times before `t`. They differ in how many
+/// distinct times the dataflow handles, and in the times a raw-diff
+/// changelog shows. `docs/architecture.md` ("Time") explains the choice.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stamping {
+    /// At its own tick (event time rounded down): a changelog's times are
+    /// event times, and the dataflow handles every tick a read spans as a
+    /// distinct time. Backfills and replays.
+    #[default]
+    EventTick,
+    /// At the inputs' frontier when it is read: one dataflow time per
+    /// advance of the watermark, however many ticks the read spans, so a
+    /// stream that falls behind catches up in fewer, larger steps; and an
+    /// event's effects are final at the next advance instead of when the
+    /// watermark passes its own tick. Streams.
+    Frontier,
+}
+
+impl FromStr for Stamping {
+    type Err = String;
+
+    /// `event_tick` or `frontier` (also with `-`).
+    fn from_str(text: &str) -> Result<Stamping, String> {
+        match text {
+            "event_tick" | "event-tick" => Ok(Stamping::EventTick),
+            "frontier" => Ok(Stamping::Frontier),
+            other => Err(format!("expected event_tick or frontier, not {other:?}")),
+        }
+    }
 }
 
 impl TimeConfig {
@@ -87,11 +128,13 @@ impl TimeConfig {
             horizon: None,
             max_clock_skew: DEFAULT_MAX_CLOCK_SKEW,
             reference: None,
+            stamping: Stamping::EventTick,
         }
     }
 
-    /// Stream: one-second ticks, ten seconds of allowed lateness, and a
-    /// one-day horizon beyond which late events are dead-lettered.
+    /// Stream: one-second ticks, ten seconds of allowed lateness, a
+    /// one-day horizon beyond which late events are dead-lettered, and
+    /// events stamped at the frontier ([`Stamping::Frontier`]).
     pub fn stream() -> TimeConfig {
         TimeConfig {
             tick: SECOND_MS,
@@ -99,6 +142,7 @@ impl TimeConfig {
             horizon: Some(24 * HOUR_MS),
             max_clock_skew: DEFAULT_MAX_CLOCK_SKEW,
             reference: None,
+            stamping: Stamping::Frontier,
         }
     }
 
@@ -605,7 +649,8 @@ pub fn cluster_config(
 /// Where an event enters the dataflow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Admission {
-    /// At its own stamped time, at or after the frontier.
+    /// At its own tick, or at the frontier ([`Stamping`]): at or after
+    /// the frontier either way.
     OnTime(Time),
     /// Behind the frontier but within the horizon: at the frontier, so its
     /// effects arrive as corrections.
@@ -621,12 +666,19 @@ pub enum Admission {
 /// events through this one type, so they agree on what is late.
 ///
 /// ```
-/// use adflow::pipeline::{Admission, EventClock, TimeConfig};
-/// let mut clock = EventClock::new(TimeConfig { tick: 10, allowed_lateness: Some(20), horizon: Some(100), ..TimeConfig::stream() });
+/// use adflow::pipeline::{Admission, EventClock, Stamping, TimeConfig};
+/// let mut clock = EventClock::new(TimeConfig { tick: 10, allowed_lateness: Some(20), horizon: Some(100), stamping: Stamping::EventTick, ..TimeConfig::stream() });
 /// assert_eq!(clock.admit(1_005), Admission::OnTime(1_000));
 /// assert_eq!(clock.advance(), Some(980));
 /// assert_eq!(clock.admit(975), Admission::Correction(980));
 /// assert_eq!(clock.admit(870), Admission::Late);
+///
+/// // Stamped at the frontier, an event on time enters at the frontier too.
+/// let mut clock = EventClock::new(TimeConfig { tick: 10, allowed_lateness: Some(20), stamping: Stamping::Frontier, ..TimeConfig::stream() });
+/// assert_eq!(clock.admit(1_005), Admission::OnTime(0));
+/// assert_eq!(clock.advance(), Some(980));
+/// assert_eq!(clock.admit(1_017), Admission::OnTime(980));
+/// assert_eq!(clock.admit(975), Admission::Correction(980));
 /// ```
 #[derive(Clone, Debug)]
 pub struct EventClock {
@@ -655,7 +707,10 @@ impl EventClock {
         let stamped = self.config.stamp(ts);
         if stamped >= self.frontier {
             self.max_seen = Some(self.max_seen.map_or(ts, |max| max.max(ts)));
-            return Admission::OnTime(stamped);
+            return Admission::OnTime(match self.config.stamping {
+                Stamping::EventTick => stamped,
+                Stamping::Frontier => self.frontier,
+            });
         }
         let frontier = Millis::try_from(self.frontier).unwrap_or(Millis::MAX);
         match self.config.horizon {

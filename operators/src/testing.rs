@@ -11,7 +11,7 @@ use std::num::NonZeroU64;
 use std::sync::{Arc, Mutex};
 
 use adflow::event::{AgentClass, Country, DeviceType, Event, EventId, EventKind, Id};
-use adflow::pipeline::{Admission, EventClock, Time, TimeConfig};
+use adflow::pipeline::{Admission, EventClock, Stamping, Time, TimeConfig};
 use adflow::timestamp::{HOUR_MS, MINUTE_MS};
 use differential_dataflow::collection::VecCollection;
 use differential_dataflow::input::{Input, InputSession};
@@ -355,8 +355,8 @@ pub fn arb_events(max: usize) -> impl Strategy<Value = Vec<Event>> {
 
 /// A random way to feed a stream of `len` events: 1 or 2 workers, reading
 /// from worker 0 or from every worker, batch sizes from 1 to everything,
-/// ticks of a millisecond to an hour, lateness from none to unbounded, and
-/// a few deletions.
+/// ticks of a millisecond to an hour, lateness from none to unbounded,
+/// events stamped at their tick or at the frontier, and a few deletions.
 pub fn arb_feed(len: usize) -> impl Strategy<Value = Feed> {
     (
         1usize..=2,
@@ -370,19 +370,23 @@ pub fn arb_feed(len: usize) -> impl Strategy<Value = Feed> {
         ],
         proptest::collection::vec(0..len.max(1), 0..3),
         any::<bool>(),
+        prop_oneof![Just(Stamping::EventTick), Just(Stamping::Frontier)],
     )
         .prop_map(
-            |(workers, batch, tick, allowed_lateness, deletions, every_worker_reads)| Feed {
-                workers,
-                batch,
-                time: TimeConfig {
-                    tick,
-                    allowed_lateness,
-                    horizon: None,
-                    ..TimeConfig::backfill()
-                },
-                deletions,
-                every_worker_reads,
+            |(workers, batch, tick, allowed_lateness, deletions, every_worker_reads, stamping)| {
+                Feed {
+                    workers,
+                    batch,
+                    time: TimeConfig {
+                        tick,
+                        allowed_lateness,
+                        horizon: None,
+                        stamping,
+                        ..TimeConfig::backfill()
+                    },
+                    deletions,
+                    every_worker_reads,
+                }
             },
         )
 }
