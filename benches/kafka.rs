@@ -118,10 +118,13 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `ADFLOW_KAFKA_STAMPING`, or the streams' default.
 fn stamping() -> Stamping {
-    std::env::var("ADFLOW_KAFKA_STAMPING").map_or(TimeConfig::stream().stamping, |text| {
-        text.parse()
-            .unwrap_or_else(|error| panic!("ADFLOW_KAFKA_STAMPING: {error}"))
-    })
+    std::env::var("ADFLOW_KAFKA_STAMPING").map_or_else(
+        |_| TimeConfig::stream().stamping,
+        |text| {
+            text.parse()
+                .unwrap_or_else(|error| panic!("ADFLOW_KAFKA_STAMPING: {error}"))
+        },
+    )
 }
 
 fn env_or(name: &str, default: u64) -> u64 {
