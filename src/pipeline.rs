@@ -146,7 +146,8 @@ impl TimeConfig {
         }
     }
 
-    /// The dataflow time of an event time.
+    /// The tick of an event time: event time rounded down to a multiple of
+    /// the tick. An event on time enters at it under [`Stamping::EventTick`].
     pub fn stamp(&self, ts: Millis) -> Time {
         let tick = self.tick.max(1);
         Time::try_from(ts - ts.rem_euclid(tick)).unwrap_or(0)
@@ -161,7 +162,8 @@ impl Default for TimeConfig {
 
 /// What the pipeline hands to the dataflow the caller builds.
 pub struct Streams<'scope> {
-    /// Valid events, each at its stamped event time (or at the frontier if late).
+    /// Valid events, each at its tick or at the frontier it was read at
+    /// ([`Stamping`]); late ones at the frontier.
     pub events: VecCollection<'scope, Time, Event>,
     /// Records that could not become events.
     pub dead_letters: VecCollection<'scope, Time, DeadLetter>,

@@ -72,7 +72,6 @@ fn arranged_per_day(events: &[Event], time: TimeConfig, workers: usize) -> Vec<i
     compaction::install(&mut timely.worker, compaction::IDLE_MERGE_EFFORT);
     timely::execute(timely, move |worker| {
         let state = ArrangedState::install(worker);
-
         let probe = ProbeHandle::new();
         let mut input = worker.dataflow::<Time, _, _>(|scope| {
             let (input, events) = scope.new_collection::<Event, isize>();
