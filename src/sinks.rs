@@ -57,6 +57,7 @@
 //! );
 //! ```
 
+use std::cmp::Ordering;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -150,6 +151,45 @@ impl Value {
         }
     }
 
+    /// A total order for sorting rows as a reader expects them: `Null`
+    /// first, then by value (numbers numerically, floats by
+    /// [`f64::total_cmp`], text by its bytes, times chronologically).
+    /// Values of different kinds, which one column never mixes, order by
+    /// kind.
+    ///
+    /// ```
+    /// use adflow::sinks::Value;
+    /// use std::cmp::Ordering;
+    /// assert_eq!(Value::Null.total_cmp(&Value::I64(-1)), Ordering::Less);
+    /// assert_eq!(Value::F64(2.5).total_cmp(&Value::F64(10.0)), Ordering::Less);
+    /// assert_eq!(Value::Text("cmp-010".into()).total_cmp(&Value::Text("cmp-002".into())), Ordering::Greater);
+    /// ```
+    pub fn total_cmp(&self, other: &Value) -> Ordering {
+        match (self, other) {
+            (Value::Null, Value::Null) => Ordering::Equal,
+            (Value::Bool(a), Value::Bool(b)) => a.cmp(b),
+            (Value::I64(a), Value::I64(b)) => a.cmp(b),
+            (Value::F64(a), Value::F64(b)) => a.total_cmp(b),
+            (Value::Text(a), Value::Text(b)) => a.cmp(b),
+            (Value::Time(a), Value::Time(b)) => a.cmp(b),
+            (Value::Money(a), Value::Money(b)) => a.cmp(b),
+            _ => self.rank().cmp(&other.rank()),
+        }
+    }
+
+    /// The position of the variant in [`Value::total_cmp`]'s order of kinds.
+    fn rank(&self) -> u8 {
+        match self {
+            Value::Null => 0,
+            Value::Bool(_) => 1,
+            Value::I64(_) => 2,
+            Value::F64(_) => 3,
+            Value::Text(_) => 4,
+            Value::Time(_) => 5,
+            Value::Money(_) => 6,
+        }
+    }
+
     /// Whether this value may stand in a column of type `ty` (`Null` fits any).
     pub fn fits(&self, ty: ColumnType) -> bool {
         matches!(
@@ -163,6 +203,24 @@ impl Value {
                 | (Value::Money(_), ColumnType::Money)
         )
     }
+}
+
+/// Orders rows column by column, left to right, by [`Value::total_cmp`]:
+/// the order in which sinks write them.
+///
+/// ```
+/// use adflow::sinks::{compare_rows, Value};
+/// use std::cmp::Ordering;
+/// let a = [Value::Text("cmp-001".into()), Value::I64(9)];
+/// let b = [Value::Text("cmp-002".into()), Value::I64(1)];
+/// assert_eq!(compare_rows(&a, &b), Ordering::Less);
+/// ```
+pub fn compare_rows(a: &[Value], b: &[Value]) -> Ordering {
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| a.total_cmp(b))
+        .find(|order| order.is_ne())
+        .unwrap_or_else(|| a.len().cmp(&b.len()))
 }
 
 /// The text form used by tables and CSV: `Null` is empty, times are
@@ -365,14 +423,17 @@ impl FromStr for OutputFormat {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SinkMode {
     /// The consolidated final contents, written once the input frontier is
-    /// empty, sorted by the record's `Ord`. Only the record's columns; a
+    /// empty, sorted by their rendered columns, left to right
+    /// ([`compare_rows`]: campaigns and ads by name, not by their ids'
+    /// hashes). Only the record's columns; a
     /// record with multiplicity `m > 1` is written `m` times. A negative final
     /// multiplicity is a producer bug: the record is not written and a
     /// [`SinkError::NegativeMultiplicity`] is recorded.
     #[default]
     Snapshot,
     /// Every update once the input frontier has passed its time, in time
-    /// order (consolidated per time, sorted by record within a time), with two
+    /// order (consolidated per time, sorted by rendered columns within a
+    /// time, as snapshots are), with two
     /// extra columns: `time` (the dataflow time, I64) and `diff` (I64). The
     /// writer is flushed after each batch of closed times.
     Changelog,

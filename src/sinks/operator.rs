@@ -201,6 +201,18 @@ where
     }
 }
 
+/// Consolidated updates as rows, in the order sinks write them
+/// ([`super::compare_rows`]): a record's `Ord` follows its ids' hashes,
+/// its rendered columns the names a reader knows.
+fn rendered_in_order<D: OutputRecord>(updates: Vec<(D, isize)>) -> Vec<(Vec<Value>, isize)> {
+    let mut rows: Vec<(Vec<Value>, isize)> = updates
+        .into_iter()
+        .map(|(record, diff)| (record.values(), diff))
+        .collect();
+    rows.sort_by(|(a, _), (b, _)| super::compare_rows(a, b));
+    rows
+}
+
 /// Fewest consolidated snapshot entries assumed when deciding to
 /// consolidate, so that small inputs are not sorted on every batch.
 const MIN_SETTLED: usize = 1 << 12;
@@ -333,8 +345,7 @@ where
                 }
             };
             consolidate(&mut updates);
-            for (record, diff) in updates {
-                let mut row = record.values();
+            for (mut row, diff) in rendered_in_order(updates) {
                 row.push(time_value.clone());
                 let diff =
                     i64::try_from(diff).unwrap_or(if diff < 0 { i64::MIN } else { i64::MAX });
@@ -369,18 +380,19 @@ where
     fn write_snapshot(&mut self) -> Result<(), SinkError> {
         let mut output = Output::open(&self.spec, self.columns.clone(), true)?;
         self.settle();
-        let contents = std::mem::take(&mut self.contents);
+        let mut contents = std::mem::take(&mut self.contents);
         self.settled = 0;
-        for (record, count) in contents {
-            if count < 0 {
+        contents.retain(|(record, count)| {
+            if *count < 0 {
                 self.handle.record(SinkError::NegativeMultiplicity {
                     sink: self.spec.name.clone(),
                     record: limit_length(&format!("{record:?}"), 256),
-                    multiplicity: count,
+                    multiplicity: *count,
                 });
-                continue;
             }
-            let row = record.values();
+            *count >= 0
+        });
+        for (row, count) in rendered_in_order(contents) {
             for _ in 0..count {
                 output.write(&row)?;
             }

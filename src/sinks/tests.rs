@@ -99,13 +99,14 @@ fn snapshot_rounds() -> Vec<Vec<(Spend, isize)>> {
 /// updates are first consolidated, which hashes them across both workers, so
 /// that the sink receives updates on every worker. Returns each worker's
 /// final report, worker 0 first.
-fn run<F>(
+fn run<D, F>(
     spec: SinkSpec,
-    rounds: Vec<Vec<(Spend, isize)>>,
+    rounds: Vec<Vec<(D, isize)>>,
     spread: bool,
     after_round: F,
 ) -> Vec<SinkReport>
 where
+    D: OutputRecord + std::hash::Hash + Sync,
     F: Fn(usize, usize, &SinkHandle) + Send + Sync + 'static,
 {
     let guards = timely::execute(timely::Config::process(2), move |worker| {
@@ -113,7 +114,7 @@ where
         let reached = std::rc::Rc::new(std::cell::Cell::new(0_usize));
         let counter = std::rc::Rc::clone(&reached);
         let (mut input, handle) = worker.dataflow::<u64, _, _>(|scope| {
-            let (input, collection) = scope.new_collection::<Spend, isize>();
+            let (input, collection) = scope.new_collection::<D, isize>();
             let collection = if spread {
                 collection
                     .consolidate()
@@ -453,7 +454,12 @@ fn changelog_of_empty_input_writes_header_only() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spec =
         SinkSpec::file("empty", dir.path(), OutputFormat::Csv).with_mode(SinkMode::Changelog);
-    let reports = run(spec, vec![Vec::new()], false, |_, _, _| {});
+    let reports = run(
+        spec,
+        vec![Vec::<(Spend, isize)>::new()],
+        false,
+        |_, _, _| {},
+    );
     let path = dir.path().join("empty.csv");
     assert_reports(&reports, &path, 0);
     assert_eq!(
@@ -757,4 +763,77 @@ fn only_campaign_and_ad_columns_show_names() {
     assert_eq!(Value::named(Some(id)), Value::Text(text.to_owned()));
     assert_eq!(Value::from(id), hex);
     assert_eq!(Value::named(None), Value::Null);
+}
+
+/// A campaign's clicks: the campaign column shows its name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+struct CampaignClicks {
+    campaign: Id,
+    clicks: i64,
+}
+
+impl OutputRecord for CampaignClicks {
+    fn columns() -> Vec<Column> {
+        vec![
+            Column::new("campaign", ColumnType::Text),
+            Column::new("clicks", ColumnType::I64),
+        ]
+    }
+
+    fn values(&self) -> Vec<Value> {
+        vec![Value::named(self.campaign), Value::I64(self.clicks)]
+    }
+}
+
+/// Files list campaigns by name, as a reader looks for them, not in the
+/// order of their ids' hashes (the records' `Ord`), in both modes.
+#[test]
+fn sinks_write_rows_in_the_order_of_their_rendered_columns() {
+    let records: Vec<CampaignClicks> = (1..=12)
+        .flat_map(|number| {
+            let name = format!("sinks-order-cmp-{number:02}");
+            let campaign = Id::of(&name).expect("an id");
+            crate::names::remember(campaign, &name);
+            [2, 1].map(|clicks| CampaignClicks { campaign, clicks })
+        })
+        .collect();
+    let mut by_name: Vec<(String, String)> = records
+        .iter()
+        .map(|record| {
+            (
+                crate::names::id_text(record.campaign),
+                record.clicks.to_string(),
+            )
+        })
+        .collect();
+    by_name.sort();
+    let mut by_record = records.clone();
+    by_record.sort();
+    let record_order: Vec<String> = by_record
+        .iter()
+        .map(|record| crate::names::id_text(record.campaign))
+        .collect();
+    let name_order: Vec<String> = by_name.iter().map(|(name, _)| name.clone()).collect();
+    assert_ne!(
+        record_order, name_order,
+        "the case needs hashes out of name order"
+    );
+
+    for mode in [SinkMode::Snapshot, SinkMode::Changelog] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = SinkSpec::file("clicks", dir.path(), OutputFormat::Csv).with_mode(mode);
+        let round = records.iter().map(|record| (record.clone(), 1)).collect();
+        let reports = run(spec, vec![round], true, |_, _, _| {});
+        let rows = u64::try_from(records.len()).expect("small");
+        assert_reports(&reports, &dir.path().join("clicks.csv"), rows);
+        let mut reader = ::csv::Reader::from_path(dir.path().join("clicks.csv")).expect("csv");
+        let rows: Vec<(String, String)> = reader
+            .records()
+            .map(|row| {
+                let row = row.expect("row");
+                (row[0].to_owned(), row[1].to_owned())
+            })
+            .collect();
+        assert_eq!(rows, by_name, "{mode:?}");
+    }
 }
