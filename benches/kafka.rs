@@ -12,12 +12,18 @@
 //! **The mock broker's bounded log.** librdkafka's mock broker keeps at
 //! most 5 MiB (or 100,000 message sets) per partition and silently drops
 //! the oldest message sets beyond that (`mpart->max_size` in
-//! `rdkafka_mock.c`). Every topic here is therefore created with enough
-//! partitions to hold what it will receive (≤ 4 MiB each, from the mean
-//! message size of a sample of the same events), and after every run every
-//! partition of the input and of every output topic is checked to still
-//! start at offset 0: no figure is reported from a trimmed log. Partitions
-//! are spread over the workers as `p % workers`.
+//! `rdkafka_mock.c`). The throughput runs' input topic, which every run
+//! reads from its start, is therefore created with enough partitions to
+//! hold every event (≤ 4 MiB each, from the mean message size of a sample
+//! of the same events) and checked after the runs to still start at
+//! offset 0. Output topics are not: no run reads them back, and trimming
+//! does not change when a message is acknowledged, so each run reports
+//! how many output messages were produced and how many trimmed since.
+//! They get [`MIN_PARTITIONS`] partitions (`ADFLOW_KAFKA_OUTPUT_PARTITIONS`
+//! sets them): a flush produces a message set per partition it touches,
+//! and at 10K events/s the whole pipeline's p50 was 44 ms with 4 output
+//! partitions against 104–154 ms with 40, sized to keep everything
+//! (session 15). Partitions are spread over the workers as `p % workers`.
 //!
 //! **The mock broker's offset lookup** is a scan of the partition's whole
 //! log (`rd_kafka_mock_msgset_find`: "FIXME: Maintain an index"), run for
@@ -30,10 +36,9 @@
 //! input topic therefore keeps only the last
 //! [`LATENCY_RETAINED_SECONDS`] of the feed (the mock broker trims beyond
 //! 5 MiB a partition; partitions are sized for that span, at least 4;
-//! `ADFLOW_KAFKA_LATENCY_PARTITIONS` sets them): the scans stay short, and a pipeline that falls further behind
-//! loses events to the trimming, which the run reports as not sustained
-//! instead of a latency. Output topics are only appended to during a run
-//! and keep everything.
+//! `ADFLOW_KAFKA_LATENCY_PARTITIONS` sets them): the scans stay short,
+//! and a pipeline that falls further behind loses events to the trimming, which the run reports as not sustained
+//! instead of a latency.
 //!
 //! **Fetches.** The mock broker answers a fetch that finds no data only
 //! after `fetch.wait.max.ms` (librdkafka's default: 500 ms) and, unlike a
@@ -211,17 +216,14 @@ fn partitions_for(bytes: u64) -> i32 {
         .max(MIN_PARTITIONS)
 }
 
-/// Partitions for each output topic of a run over `events` events of
-/// `per_event` bytes. An upsert output gets at most one message per
-/// changed key per flush, so at most about one per input event (the
-/// hourly, daily and monthly metrics each change one key per event), but
-/// a metrics row is about twice an event's size and keys are not spread
-/// evenly over partitions (at 10K events/s for 15 s the hourly topic's
-/// fullest partition got 5 MB with the input's partition count): room for
-/// four times the input. Output topics are only appended to during a run,
-/// so their partitions cost the broker nothing more.
-fn output_partitions(events: u64, per_event: u64) -> i32 {
-    partitions_for(4 * events * per_event)
+/// Partitions of each output topic: `ADFLOW_KAFKA_OUTPUT_PARTITIONS`, or
+/// [`MIN_PARTITIONS`]. Not sized to keep every message (see the header):
+/// each partition a flush touches is a message set of its own, for the
+/// producer and the broker alike, so partitions the results do not need
+/// slow the pipeline down.
+fn output_partitions() -> i32 {
+    i32::try_from(env_or("ADFLOW_KAFKA_OUTPUT_PARTITIONS", MIN_PARTITIONS as u64).max(1))
+        .unwrap_or(i32::MAX)
 }
 
 /// The output topics of a pipeline writing to `<prefix><output>`.
@@ -233,8 +235,8 @@ fn output_topics(prefix: &str) -> Vec<String> {
 }
 
 /// Creates the input topic and (with `outputs`: a prefix and a partition
-/// count, see [`output_partitions`]) every output topic. Sinks would
-/// otherwise create them with the mock broker's default of 4.
+/// count, see [`output_partitions`]) every output topic, so that no count
+/// is left to the broker's default.
 fn create_topics(
     cluster: &MockCluster<'_, DefaultProducerContext>,
     (input, input_partitions): (&str, i32),
@@ -287,12 +289,20 @@ fn assert_log_kept(brokers: &str, topic: &str) -> u64 {
     messages
 }
 
-/// Checks every output topic of `prefix`; returns the messages they hold.
-fn assert_outputs_kept(brokers: &str, prefix: &str) -> u64 {
+/// The messages produced to every output topic of `prefix`, and how many
+/// of them the mock broker has trimmed since. The runs time how fast
+/// results are produced and acknowledged, which a trimmed log does not
+/// change; no run reads an output topic back.
+fn outputs_produced(brokers: &str, prefix: &str) -> (u64, u64) {
     output_topics(prefix)
         .iter()
-        .map(|topic| assert_log_kept(brokers, topic))
-        .sum()
+        .flat_map(|topic| watermarks(brokers, topic))
+        .fold((0, 0), |(produced, trimmed), (_, low, high)| {
+            (
+                produced + u64::try_from(high).unwrap_or(0),
+                trimmed + u64::try_from(low).unwrap_or(0),
+            )
+        })
 }
 
 fn assert_ok(summary: &KafkaSummary, what: &str) {
@@ -459,7 +469,7 @@ fn throughput(cluster: &MockCluster<'_, DefaultProducerContext>, brokers: &str, 
     let per_event = message_bytes(events);
     let partitions = partitions_for(events * per_event);
     let prefix = "throughput-";
-    let outputs = output_partitions(events, per_event);
+    let outputs = output_partitions();
     create_topics(cluster, ("backlog", partitions), Some((prefix, outputs)));
     let never = AtomicBool::new(false);
     let started = Instant::now();
@@ -501,7 +511,7 @@ fn throughput(cluster: &MockCluster<'_, DefaultProducerContext>, brokers: &str, 
         timed.push((group, elapsed, summary));
     }
     assert_eq!(assert_log_kept(brokers, "backlog"), fed);
-    let output_messages = assert_outputs_kept(brokers, prefix);
+    let (output_messages, trimmed_outputs) = outputs_produced(brokers, prefix);
 
     let rate = |elapsed: Duration| fed as f64 / elapsed.as_secs_f64();
     let (source_time, pipeline_summary) = (timed[0].1, &timed[2].2);
@@ -534,8 +544,8 @@ fn throughput(cluster: &MockCluster<'_, DefaultProducerContext>, brokers: &str, 
         );
     }
     println!(
-        "\npipeline: {output_messages} output messages in {} topics of {outputs} partitions, \
-         none trimmed; {} offset commits",
+        "\npipeline: {output_messages} output messages in {} topics of {outputs} partitions \
+         ({trimmed_outputs} trimmed since); {} offset commits",
         output_topics(prefix).len(),
         pipeline_summary.commits
     );
@@ -579,10 +589,11 @@ fn latency(
     .max(1);
     let topic = format!("live-{rate}");
     let prefix: &'static str = Box::leak(format!("latency-{rate}-").into_boxed_str());
+    let output_partitions = output_partitions();
     create_topics(
         cluster,
         (&topic, input_partitions),
-        Some((prefix, output_partitions(events, per_event))),
+        Some((prefix, output_partitions)),
     );
 
     let passed: Arc<Mutex<Vec<(Time, i64)>>> = Arc::default();
@@ -652,7 +663,7 @@ fn latency(
         return;
     }
     assert_eq!(read, sent, "every event produced was read once");
-    let output_messages = assert_outputs_kept(brokers, prefix);
+    let (output_messages, trimmed_outputs) = outputs_produced(brokers, prefix);
 
     // Every tick the probe passed, with the wall time it passed it at.
     let passed = passed.lock().expect("lock");
@@ -691,7 +702,8 @@ fn latency(
     println!(
         "| feed at {rate}/s | {sent} events in {feeding:.2?} = {:.0} events/s produced; all read; \
          the last result {:.2?} after the feed stopped (probe at {} ms before the feed's end); \
-         {output_messages} output messages, none trimmed |",
+         {output_messages} output messages to {output_partitions} partitions per topic \
+         ({trimmed_outputs} trimmed since) |",
         sent as f64 / feeding.as_secs_f64(),
         drained.saturating_sub(feeding),
         feed_end - i64::try_from(last).unwrap_or(0),
