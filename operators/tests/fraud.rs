@@ -654,3 +654,45 @@ fn with_only_context_rules_clicks_are_judged_on_arrival_too() {
     assert!(config.judged_on_arrival(EventKind::Impression));
     assert_eq!(config.arrival_judge()(&bot), None);
 }
+
+/// A click without an impression names its ad in the verdict's key as
+/// outputs show ads (by the text a source parsed), in the dataflow and in
+/// the reference alike; an ad no source named shows as its hash's hex.
+#[test]
+fn a_click_without_impression_names_its_ad() {
+    let named = adflow::event::Id::of("fraud-test-ad-named").expect("an id");
+    adflow::names::remember(named, "fraud-test-ad-named");
+    let unnamed = adflow::event::Id::of("fraud-test-ad-never-parsed").expect("an id");
+    let clicks = [
+        Event {
+            ad_id: Some(named),
+            ..click(1, START + HOUR_MS, 1, 1)
+        },
+        Event {
+            ad_id: Some(unnamed),
+            ..click(2, START + 2 * HOUR_MS, 2, 2)
+        },
+    ];
+    let config = FraudConfig::only(&[Rule::ClickWithoutImpression]);
+    let identity = |event: &Event| {
+        adflow::event::Identity::of(event)
+            .expect("a user")
+            .to_string()
+    };
+    let expected = BTreeSet::from([
+        format!("{}, ad fraud-test-ad-named", identity(&clicks[0])),
+        format!("{}, ad {:016x}", identity(&clicks[1]), unnamed.get()),
+    ]);
+    let keys = |verdicts: Vec<Verdict>| -> BTreeSet<String> {
+        verdicts.into_iter().map(|verdict| verdict.key).collect()
+    };
+    let dataflow: Vec<Verdict> = changelog(&clicks, &config)
+        .into_iter()
+        .filter_map(|((out, _), diff)| match out {
+            Out::Verdict(verdict) if diff == 1 => Some(verdict),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(keys(dataflow), expected);
+    assert_eq!(keys(flag_fraud(&clicks, &config)), expected);
+}

@@ -341,10 +341,15 @@ fn no_page_view<'scope>(
     })
 }
 
-/// `user #…, ad #…`, the key of `click_without_impression`.
+/// `user #…, ad <name>`, the key of `click_without_impression`: the ad
+/// as outputs show it ([`adflow::names::id_text`]). Built after the
+/// judging reduce, so at a time the events' frontier has passed, by which
+/// every worker has remembered the names sent with those events
+/// (`Streams::new`): the same text on every process and at every time,
+/// which a retraction needs to cancel its verdict.
 pub(crate) fn ad_key(identity: &Identity, ad: Option<Id>) -> String {
     match ad {
-        Some(ad) => format!("{identity}, ad {ad:?}"),
+        Some(ad) => format!("{identity}, ad {}", adflow::names::id_text(ad)),
         None => format!("{identity}, no ad"),
     }
 }

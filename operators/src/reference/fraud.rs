@@ -271,9 +271,10 @@ fn click_rules(
     }
 }
 
+/// The identity and the ad by name (its hash's hex if no source named it).
 fn ad_key(identity: &Identity, ad: Option<Id>) -> String {
     match ad {
-        Some(ad) => format!("{identity}, ad {ad:?}"),
+        Some(ad) => format!("{identity}, ad {}", adflow::names::id_text(ad)),
         None => format!("{identity}, no ad"),
     }
 }
