@@ -153,16 +153,20 @@ impl Value {
 
     /// A total order for sorting rows as a reader expects them: `Null`
     /// first, then by value (numbers numerically, floats by
-    /// [`f64::total_cmp`], text by its bytes, times chronologically).
-    /// Values of different kinds, which one column never mixes, order by
-    /// kind.
+    /// [`f64::total_cmp`], times chronologically, text in natural order:
+    /// runs of digits by their number, so `ad-9` before `ad-10`). Values
+    /// of different kinds, which one column never mixes, order by kind.
     ///
     /// ```
     /// use adflow::sinks::Value;
     /// use std::cmp::Ordering;
+    /// let text = |text: &str| Value::Text(text.to_owned());
     /// assert_eq!(Value::Null.total_cmp(&Value::I64(-1)), Ordering::Less);
     /// assert_eq!(Value::F64(2.5).total_cmp(&Value::F64(10.0)), Ordering::Less);
-    /// assert_eq!(Value::Text("cmp-010".into()).total_cmp(&Value::Text("cmp-002".into())), Ordering::Greater);
+    /// assert_eq!(text("cmp-010").total_cmp(&text("cmp-002")), Ordering::Greater);
+    /// assert_eq!(text("cmp-1-ad-9").total_cmp(&text("cmp-1-ad-10")), Ordering::Less);
+    /// assert_eq!(text("ad-7").total_cmp(&text("ad-07")), Ordering::Less);
+    /// assert_eq!(text("ad-7").total_cmp(&text("ad-7b")), Ordering::Less);
     /// ```
     pub fn total_cmp(&self, other: &Value) -> Ordering {
         match (self, other) {
@@ -170,7 +174,7 @@ impl Value {
             (Value::Bool(a), Value::Bool(b)) => a.cmp(b),
             (Value::I64(a), Value::I64(b)) => a.cmp(b),
             (Value::F64(a), Value::F64(b)) => a.total_cmp(b),
-            (Value::Text(a), Value::Text(b)) => a.cmp(b),
+            (Value::Text(a), Value::Text(b)) => natural_cmp(a, b),
             (Value::Time(a), Value::Time(b)) => a.cmp(b),
             (Value::Money(a), Value::Money(b)) => a.cmp(b),
             _ => self.rank().cmp(&other.rank()),
@@ -202,6 +206,46 @@ impl Value {
                 | (Value::Time(_), ColumnType::Time)
                 | (Value::Money(_), ColumnType::Money)
         )
+    }
+}
+
+/// Text in natural order: runs of ASCII digits compare by their number
+/// (then the shorter run, with fewer leading zeros, first), everything
+/// else character by character. A total order: equal only if equal.
+fn natural_cmp(a: &str, b: &str) -> Ordering {
+    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (a.first(), b.first()) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
+                let run = |text: &[u8]| text.iter().take_while(|c| c.is_ascii_digit()).count();
+                let (digits_a, rest_a) = a.split_at(run(a));
+                let (digits_b, rest_b) = b.split_at(run(b));
+                let leading_zeros =
+                    |digits: &[u8]| digits.iter().take_while(|c| **c == b'0').count();
+                let (value_a, value_b) = (
+                    &digits_a[leading_zeros(digits_a)..],
+                    &digits_b[leading_zeros(digits_b)..],
+                );
+                let order = value_a
+                    .len()
+                    .cmp(&value_b.len())
+                    .then_with(|| value_a.cmp(value_b))
+                    .then_with(|| digits_a.len().cmp(&digits_b.len()));
+                if order.is_ne() {
+                    return order;
+                }
+                (a, b) = (rest_a, rest_b);
+            }
+            (Some(x), Some(y)) => {
+                if x != y {
+                    return x.cmp(y);
+                }
+                (a, b) = (&a[1..], &b[1..]);
+            }
+        }
     }
 }
 

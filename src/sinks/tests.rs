@@ -837,3 +837,23 @@ fn sinks_write_rows_in_the_order_of_their_rendered_columns() {
         assert_eq!(rows, by_name, "{mode:?}");
     }
 }
+
+/// Natural text order is a total order consistent with equality, on
+/// random texts of digits, zeros and letters.
+#[test]
+fn natural_text_order_is_total() {
+    use proptest::prelude::*;
+    use proptest::test_runner::TestRunner;
+    let text = || proptest::string::string_regex("[0a9b1]{0,6}").expect("regex");
+    TestRunner::default()
+        .run(&(text(), text(), text()), |(a, b, c)| {
+            let cmp = |x: &str, y: &str| Value::Text(x.into()).total_cmp(&Value::Text(y.into()));
+            prop_assert_eq!(cmp(&a, &b), cmp(&b, &a).reverse());
+            prop_assert_eq!(cmp(&a, &b).is_eq(), a == b);
+            if cmp(&a, &b).is_le() && cmp(&b, &c).is_le() {
+                prop_assert!(cmp(&a, &c).is_le());
+            }
+            Ok(())
+        })
+        .expect("a total order");
+}
