@@ -850,6 +850,15 @@ fn natural_text_order_is_total() {
             let cmp = |x: &str, y: &str| Value::Text(x.into()).total_cmp(&Value::Text(y.into()));
             prop_assert_eq!(cmp(&a, &b), cmp(&b, &a).reverse());
             prop_assert_eq!(cmp(&a, &b).is_eq(), a == b);
+            let letters = |text: &str| text.replace(|c: char| c.is_ascii_digit(), "x");
+            let (la, lb) = (letters(&a), letters(&b));
+            prop_assert_eq!(cmp(&la, &lb), la.cmp(&lb), "without digits: byte order");
+            let number = |text: &str| format!("ad-{}", text.len() * 7);
+            prop_assert_eq!(
+                cmp(&number(&a), &number(&b)),
+                (a.len() * 7).cmp(&(b.len() * 7)),
+                "numbers by value"
+            );
             if cmp(&a, &b).is_le() && cmp(&b, &c).is_le() {
                 prop_assert!(cmp(&a, &c).is_le());
             }
