@@ -37,8 +37,8 @@
 //! [`LATENCY_RETAINED_SECONDS`] of the feed (the mock broker trims beyond
 //! 5 MiB a partition; partitions are sized for that span, at least 4;
 //! `ADFLOW_KAFKA_LATENCY_PARTITIONS` sets them): the scans stay short,
-//! and a pipeline that falls further behind loses events to the trimming, which the run reports as not sustained
-//! instead of a latency.
+//! and a pipeline that falls further behind loses events to the
+//! trimming, which the run reports as not sustained instead of a latency.
 //!
 //! **Fetches.** The mock broker answers a fetch that finds no data only
 //! after `fetch.wait.max.ms` (librdkafka's default: 500 ms) and, unlike a
