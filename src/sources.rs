@@ -29,12 +29,13 @@ pub trait RecordSource: Send {
     /// since the last call ([`crate::parsing::EventValidator::take_new_names`]),
     /// which the pipeline broadcasts to a cluster's other processes before
     /// those records' events. A source that validates records must hand
-    /// on its validator's names here; the default, which appends none, is
-    /// right only for a source whose events every process has parsed
-    /// before the run (as [`replay::ReplaySource`]'s are), or in a
-    /// pipeline of one process. Otherwise a row may show a campaign by
-    /// name in one process and by hash in another.
-    fn take_new_names(&mut self, _out: &mut Vec<(crate::event::Id, String)>) {}
+    /// on its validator's names here. Appending none is right only for a
+    /// source whose events every process has parsed before the run (as
+    /// [`replay::ReplaySource`]'s are), or in a pipeline of one process;
+    /// otherwise a row may show a campaign by name in one process and by
+    /// hash in another. There is no default, so that every source says
+    /// which it is.
+    fn take_new_names(&mut self, out: &mut Vec<(crate::event::Id, String)>);
 }
 
 /// Shared counters that a progress display can poll while a pipeline runs.
