@@ -98,6 +98,14 @@
 //!
 //! The broker, the feeder (generation, JSON encoding, producing) and the
 //! pipeline share the machine's cores.
+//!
+//! `ADFLOW_KAFKA_BROKERS=host:port` runs everything against a running
+//! broker instead of the mock (topics are created through the admin API;
+//! one that exists is used as it is, so give each run a fresh broker).
+//! Everything said above of the mock's log does not apply to it, and the
+//! checks that the broker's high watermarks count every message produced
+//! are left out, as tansu 0.6's stop short of a partition's last batch;
+//! that every event was read, once, is still checked.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -116,10 +124,13 @@ use adflow_datagen::{Generator, GeneratorConfig};
 use adflow_operators::analytics::{AnalyticsConfig, AnalyticsExt};
 use adflow_operators::outputs::output_names;
 use differential_dataflow::collection::VecCollection;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use timely::dataflow::ProbeHandle;
 
@@ -241,20 +252,89 @@ fn output_topics(prefix: &str) -> Vec<String> {
         .collect()
 }
 
+/// The broker the runs use: librdkafka's in-process mock, or, with
+/// `ADFLOW_KAFKA_BROKERS`, a running one (its topics are created through
+/// the admin API; a topic that exists is used as it is).
+enum Broker {
+    Mock(MockCluster<'static, DefaultProducerContext>),
+    External(String),
+}
+
+impl Broker {
+    fn from_env() -> Broker {
+        match std::env::var("ADFLOW_KAFKA_BROKERS") {
+            Ok(brokers) => Broker::External(brokers),
+            Err(_) => Broker::Mock(MockCluster::new(1).expect("mock cluster")),
+        }
+    }
+
+    fn bootstrap_servers(&self) -> String {
+        match self {
+            Broker::Mock(cluster) => cluster.bootstrap_servers(),
+            Broker::External(brokers) => brokers.clone(),
+        }
+    }
+
+    fn create_topic(&self, topic: &str, partitions: i32) {
+        match self {
+            Broker::Mock(cluster) => cluster.create_topic(topic, partitions, 1).expect("topic"),
+            Broker::External(brokers) => {
+                let admin: AdminClient<DefaultClientContext> = client_config(brokers, &client())
+                    .create()
+                    .expect("admin client");
+                let topics = [NewTopic::new(topic, partitions, TopicReplication::Fixed(1))];
+                let results = block_on(admin.create_topics(&topics, &AdminOptions::new()))
+                    .expect("create topics");
+                for result in results {
+                    match result {
+                        Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                        Err((topic, code)) => panic!("creating {topic}: {code}"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether the broker's watermarks count exactly what was produced (a
+    /// real Kafka's do; tansu 0.6's high watermark stops short of a
+    /// partition's last batch, docs/operations.md).
+    fn exact_watermarks(&self) -> bool {
+        matches!(self, Broker::Mock(_))
+    }
+}
+
+/// Runs `future` to completion on this thread (the admin client's
+/// requests are futures; nothing else here is async).
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    struct Unpark(thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Arc::new(Unpark(thread::current())).into();
+    let mut context = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        thread::park();
+    }
+}
+
 /// Creates the input topic and (with `outputs`: a prefix and a partition
 /// count, see [`output_partitions`]) every output topic, so that no count
 /// is left to the broker's default.
 fn create_topics(
-    cluster: &MockCluster<'_, DefaultProducerContext>,
+    broker: &Broker,
     (input, input_partitions): (&str, i32),
     outputs: Option<(&str, i32)>,
 ) {
-    cluster
-        .create_topic(input, input_partitions, 1)
-        .expect("topic");
+    broker.create_topic(input, input_partitions);
     if let Some((prefix, partitions)) = outputs {
         for topic in output_topics(prefix) {
-            cluster.create_topic(&topic, partitions, 1).expect("topic");
+            broker.create_topic(&topic, partitions);
         }
     }
 }
@@ -494,18 +574,20 @@ fn source(brokers: &str, topic: &str, group: &str) -> KafkaSourceConfig {
     }
 }
 
-fn throughput(cluster: &MockCluster<'_, DefaultProducerContext>, brokers: &str, events: u64) {
+fn throughput(broker: &Broker, brokers: &str, events: u64) {
     let per_event = message_bytes(events);
     let partitions = partitions_for(events * per_event);
     let prefix = "throughput-";
     let outputs = output_partitions();
-    create_topics(cluster, ("backlog", partitions), Some((prefix, outputs)));
+    create_topics(broker, ("backlog", partitions), Some((prefix, outputs)));
     let never = AtomicBool::new(false);
     let started = Instant::now();
     let fed = feed(brokers, "backlog", events, 0, false, &never);
     let feeding = started.elapsed();
     let held = assert_log_kept(brokers, "backlog");
-    assert_eq!(held, fed, "the backlog topic holds every event");
+    if broker.exact_watermarks() {
+        assert_eq!(held, fed, "the backlog topic holds every event");
+    }
     eprintln!(
         "fed {fed} events (~{per_event} B each) to {partitions} partitions in {feeding:.2?} \
          ({:.0} events/s)",
@@ -539,7 +621,10 @@ fn throughput(cluster: &MockCluster<'_, DefaultProducerContext>, brokers: &str, 
         assert_eq!(summary.run.records(), fed, "{group}: every event read");
         timed.push((group, elapsed, summary));
     }
-    assert_eq!(assert_log_kept(brokers, "backlog"), fed);
+    let held = assert_log_kept(brokers, "backlog");
+    if broker.exact_watermarks() {
+        assert_eq!(held, fed);
+    }
     let (output_messages, trimmed_outputs) = outputs_produced(brokers, prefix);
 
     let rate = |elapsed: Duration| fed as f64 / elapsed.as_secs_f64();
@@ -600,12 +685,7 @@ fn flush_round_trip(brokers: &str, rounds: usize) -> (Duration, Duration) {
 }
 
 /// One latency run at `rate` events/s for `seconds`.
-fn latency(
-    cluster: &MockCluster<'_, DefaultProducerContext>,
-    brokers: &str,
-    rate: u64,
-    seconds: u64,
-) {
+fn latency(broker: &Broker, brokers: &str, rate: u64, seconds: u64) {
     let events = rate * seconds + rate / 2;
     let per_event = message_bytes(events);
     let partitions = partitions_for(events * per_event);
@@ -620,7 +700,7 @@ fn latency(
     let prefix: &'static str = Box::leak(format!("latency-{rate}-").into_boxed_str());
     let output_partitions = output_partitions();
     create_topics(
-        cluster,
+        broker,
         (&topic, input_partitions),
         Some((prefix, output_partitions)),
     );
@@ -686,7 +766,9 @@ fn latency(
         .iter()
         .map(|(_, _, high)| high)
         .sum();
-    assert_eq!(u64::try_from(appended).unwrap_or(0), sent);
+    if broker.exact_watermarks() {
+        assert_eq!(u64::try_from(appended).unwrap_or(0), sent);
+    }
     let read = summary.run.records();
     if read < sent {
         println!(
@@ -794,17 +876,18 @@ fn main() {
     }
     let events = env_or("ADFLOW_KAFKA_EVENTS", 1_000_000);
     let seconds = env_or("ADFLOW_KAFKA_SECONDS", 10);
-    let cluster = MockCluster::new(1).expect("mock cluster");
-    let brokers = cluster.bootstrap_servers();
+    let broker = Broker::from_env();
+    let brokers = broker.bootstrap_servers();
+    broker.create_topic("flush-probe", 1);
 
     let (median, p99) = flush_round_trip(&brokers, 200);
     println!("flush round trip (one message, idle broker): median {median:.2?}, p99 {p99:.2?}");
     if events > 0 {
-        throughput(&cluster, &brokers, events);
+        throughput(&broker, &brokers, events);
     }
     if seconds > 0 {
         for rate in rates() {
-            latency(&cluster, &brokers, rate, seconds);
+            latency(&broker, &brokers, rate, seconds);
         }
     }
 }
