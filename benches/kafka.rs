@@ -3,7 +3,7 @@
 //! in-process mock broker, on 2 workers.
 //!
 //! ```text
-//! cargo bench --bench kafka          # 1M-event backlog; then 10 s live at 230K, 100K and 50K events/s
+//! cargo bench --bench kafka          # 1M-event backlog; then 10 s live at 230K, 100K, 50K, 25K, 10K events/s
 //! ADFLOW_KAFKA_EVENTS=200000 ADFLOW_KAFKA_RATE=50000 ADFLOW_KAFKA_SECONDS=5 cargo bench --bench kafka
 //! ADFLOW_KAFKA_EVENTS=0 cargo bench --bench kafka                # latency only
 //! ADFLOW_KAFKA_SECONDS=0 cargo bench --bench kafka               # throughput only
@@ -62,8 +62,9 @@
 //!   Stream time: 1 s ticks, 10 s lateness. Events per second of wall time,
 //!   and each as a ratio to the same run's `consume` and `source`.
 //! - `latency`: for each rate in `ADFLOW_KAFKA_RATE` (comma-separated,
-//!   default `230000,100000,50000`), the pipeline starts on an empty topic;
-//!   then a feeder thread produces adgen events re-stamped with the wall
+//!   default `230000,100000,50000,25000,10000`: the target, and down to
+//!   where this machine sustains the feed), the pipeline starts on an
+//!   empty topic; then a feeder thread produces adgen events re-stamped with the wall
 //!   clock at that rate for `ADFLOW_KAFKA_SECONDS` (default 10), while the
 //!   pipeline runs with 10 ms ticks and no allowed lateness. For every tick
 //!   `[t, t + 10 ms)`, the latency is the wall time at which the probe
@@ -178,7 +179,8 @@ fn env_or(name: &str, default: u64) -> u64 {
 }
 
 fn rates() -> Vec<u64> {
-    let text = std::env::var("ADFLOW_KAFKA_RATE").unwrap_or_else(|_| "230000,100000,50000".into());
+    let text = std::env::var("ADFLOW_KAFKA_RATE")
+        .unwrap_or_else(|_| "230000,100000,50000,25000,10000".into());
     text.split(',')
         .map(|rate| {
             rate.trim()
