@@ -8,19 +8,17 @@
 //! last-touch credits of attribution (conversions carry no campaign): every
 //! attribution run includes last touch for this reason.
 
-use adflow::event::{Country, DeviceType, Event, EventKind};
+use adflow::event::{Event, EventKind};
 use adflow::pipeline::{Time, TimeConfig};
-use adflow::timestamp::Millis;
 use differential_dataflow::collection::VecCollection;
 
 use crate::attribution::{Attribution, AttributionConfig, AttributionExt, Model};
 use crate::dedup::{DedupConfig, DedupExt, Duplicate};
-use crate::fraud::{event_key, flag_fraud_by_kind, EventKey, FraudConfig, Rule, Verdict};
+use crate::fraud::{flag_fraud_by_kind, EventKey, FraudConfig, Rule, Verdict};
 use crate::kinds::SplitByKindExt;
 use crate::metrics::{
-    AttributedConversion, CampaignMetrics, CampaignMetricsExt, Granularity, Invalid, MetricsConfig,
+    AttributedConversion, CampaignMetrics, CampaignMetricsExt, Invalid, MetricsConfig,
 };
-use crate::retention::RetireArrangedExt;
 
 /// Configuration of every family.
 #[derive(Clone, Debug, Default)]
@@ -136,15 +134,14 @@ impl<'scope> AnalyticsExt<'scope> for VecCollection<'scope, Time, Event> {
         let touches = touch_events
             .clone()
             .arrange_touches("Attribution", &attribution_config);
-        let attribution = kinds.conversions.clone().attribute_arranged(
+        let attribution = kinds.conversions.attribute_arranged(
             "Attribution",
             &touches,
             fraud.invalid.clone(),
             &attribution_config,
         );
 
-        let conversions =
-            last_touch_conversions(kinds.conversions, &attribution, metrics_config.horizon);
+        let conversions = last_touch_conversions(&attribution);
         let invalid = metrics_invalid(&fraud.verdicts, config);
         let metrics = touch_events.campaign_metrics(Some(invalid), conversions, &metrics_config);
         Analytics {
@@ -187,62 +184,20 @@ fn metrics_invalid<'scope>(
     }
 }
 
-/// Conversions as last touch credits them, with the conversion's own
-/// country and device as dimensions (found by its id and time, so a later
-/// conversion reusing its id does not lend it its own); unattributed ones
-/// under no campaign. Operators are named `Analytics: …`.
-///
-/// With a `horizon` (metrics', which includes the verdicts' delay) both
-/// sides are retired from their arrangements, without a retraction, at
-/// the expiry of the conversion's hour in metrics: nothing about the
-/// conversion arrives from then on (its credits are frozen by then), and
-/// metrics freeze its rows then.
+/// Conversions as last touch credits them, in the conversion's own country
+/// and device (which its credits carry), and unattributed ones under no
+/// campaign.
 fn last_touch_conversions<'scope>(
-    conversions: VecCollection<'scope, Time, Event>,
     attribution: &Attribution<'scope>,
-    horizon: Option<Millis>,
 ) -> VecCollection<'scope, Time, AttributedConversion> {
-    let dimensions =
-        conversions.map(|event| (event_key(&event), (event.country, event.device_type)));
     let credited = attribution
         .credits
         .clone()
         .filter(|credit| credit.model == Model::LastTouch)
-        .map(|credit| {
-            let conversion = AttributedConversion::credited(&credit);
-            ((conversion.conversion, conversion.ts), conversion)
-        });
-    let unattributed = attribution.unattributed.clone().map(|lost| {
-        let conversion = AttributedConversion::unattributed(&lost);
-        ((conversion.conversion, conversion.ts), conversion)
-    });
-    let credited = credited.concat(unattributed);
-    let in_dimensions =
-        |_: &EventKey, conversion: &AttributedConversion, dimensions: &(Country, DeviceType)| {
-            Some(conversion.in_dimensions(dimensions.0, dimensions.1))
-        };
-    let (credits_name, dimensions_name) = (
-        "Analytics: last-touch conversions",
-        "Analytics: conversion dimensions",
-    );
-    match horizon {
-        Some(horizon) => {
-            let hour = Granularity::Hour;
-            let expiry = move |(_, ts): &EventKey| {
-                let at = hour.bucket_end(hour.bucket(*ts)).saturating_add(horizon);
-                Time::try_from(at.max(0)).unwrap_or(Time::MAX)
-            };
-            credited
-                .arrange_by_key_retiring_named(credits_name, move |key, _| expiry(key))
-                .join_core(
-                    dimensions
-                        .arrange_by_key_retiring_named(dimensions_name, move |key, _| expiry(key)),
-                    in_dimensions,
-                )
-        }
-        None => credited.arrange_by_key_named(credits_name).join_core(
-            dimensions.arrange_by_key_named(dimensions_name),
-            in_dimensions,
-        ),
-    }
+        .map(|credit| AttributedConversion::credited(&credit));
+    let unattributed = attribution
+        .unattributed
+        .clone()
+        .map(|lost| AttributedConversion::unattributed(&lost));
+    credited.concat(unattributed)
 }

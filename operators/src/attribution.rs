@@ -49,12 +49,15 @@
 //! touch: the same answer, with state and work only for the touches that
 //! can earn credit.
 //!
-//! The input should be deduplicated events (`DedupExt`). Copies are
-//! harmless all the same: a conversion is `(event id, ts, identity,
-//! revenue)` and a touch `(ts, event id, kind, campaign, ad)` for its
-//! identity, and equal ones count once. Events that share an event id but
-//! differ in those fields are distinct conversions or touches. Conversions
-//! without any identity are ignored (the parser rejects them).
+//! The input should be deduplicated events (`DedupExt`). With dedup off
+//! (a window of zero) copies may reach it, and they count as metrics count
+//! them: a conversion ([`Conversion`]: id, time, identity, revenue, country
+//! and device) is credited once per copy, its credits and totals carrying
+//! the copies' multiplicity, while a touch (`(ts, event id, kind, campaign,
+//! ad)` for its identity) is on a path once however many copies it has.
+//! Events that share an event id but differ in those fields are distinct
+//! conversions or touches. Conversions without any identity are ignored
+//! (the parser rejects them).
 //!
 //! # Bounded state
 //!
@@ -508,11 +511,16 @@ impl<'scope> AttributionExt<'scope> for VecCollection<'scope, Time, Event> {
                 &format!("{name}: credit"),
                 move |conversion, inputs, output| {
                     // Inputs are sorted: the marker (`None`) first, then touches
-                    // in path order. Multiplicities only say present or not.
-                    let present = inputs
+                    // in path order. A touch's multiplicity only says present
+                    // or not; the marker's counts the conversion's copies, each
+                    // a conversion (there are several only with dedup off), so
+                    // its outcomes carry that multiplicity, as metrics count it.
+                    let copies: isize = inputs
                         .iter()
-                        .any(|(touch, count)| touch.is_none() && *count > 0);
-                    if !present {
+                        .filter(|(touch, _)| touch.is_none())
+                        .map(|(_, count)| *count)
+                        .sum();
+                    if copies <= 0 {
                         return;
                     }
                     let touches = inputs
@@ -531,18 +539,11 @@ impl<'scope> AttributionExt<'scope> for VecCollection<'scope, Time, Event> {
                         clicks
                     };
                     if path.is_empty() {
-                        output.push((
-                            Outcome::Unattributed(Unattributed {
-                                conversion: conversion.event_id,
-                                conversion_ts: conversion.ts,
-                                revenue_micros: conversion.revenue_micros,
-                            }),
-                            1,
-                        ));
+                        output.push((Outcome::Unattributed(Unattributed::of(conversion)), copies));
                         return;
                     }
                     for credit in credit_path(conversion, &path, &models) {
-                        output.push((Outcome::Credit(credit), 1));
+                        output.push((Outcome::Credit(credit), copies));
                     }
                 },
             )
@@ -607,6 +608,8 @@ fn credit_path(conversion: &Conversion, path: &[Touch], models: &[Model]) -> Vec
                 touches,
                 credit_micros,
                 conversion_credit,
+                country: conversion.country,
+                device_type: conversion.device_type,
             });
         }
     }

@@ -247,41 +247,32 @@ pub struct AttributedConversion {
 }
 
 impl AttributedConversion {
-    /// A credit of the default model, before the conversion's own country
-    /// and device are joined in ([`AttributedConversion::in_dimensions`]).
+    /// A credit of the default model, in the conversion's country and device.
     pub fn credited(credit: &Credit) -> AttributedConversion {
         AttributedConversion {
             conversion: credit.conversion,
             ts: credit.conversion_ts,
             campaign_id: Some(credit.campaign_id),
             ad_id: Some(credit.ad_id),
-            country: Country::UNKNOWN,
-            device_type: DeviceType::Unknown,
+            country: credit.country,
+            device_type: credit.device_type,
             conversions_micros: credit.conversion_credit,
             revenue_micros: credit.credit_micros,
         }
     }
 
-    /// A whole conversion that no touch earned, under no campaign.
+    /// A whole conversion that no touch earned, under no campaign, in its
+    /// country and device.
     pub fn unattributed(lost: &Unattributed) -> AttributedConversion {
         AttributedConversion {
             conversion: lost.conversion,
             ts: lost.conversion_ts,
             campaign_id: None,
             ad_id: None,
-            country: Country::UNKNOWN,
-            device_type: DeviceType::Unknown,
+            country: lost.country,
+            device_type: lost.device_type,
             conversions_micros: CONVERSION_MICROS,
             revenue_micros: lost.revenue_micros,
-        }
-    }
-
-    /// The same credit in the conversion's country and device.
-    pub fn in_dimensions(self, country: Country, device_type: DeviceType) -> AttributedConversion {
-        AttributedConversion {
-            country,
-            device_type,
-            ..self
         }
     }
 }

@@ -127,9 +127,11 @@ proptest! {
         prop_assert_eq!(outcome.output, expected(&outcome.admitted, &invalid, &config));
     }
 
-    /// Every conversion is accounted for exactly once: either unattributed,
-    /// or under every model its credits sum exactly to its revenue and to one
-    /// conversion; and per-day revenue adds up to the credited revenue.
+    /// Every conversion is accounted for once per copy: either
+    /// unattributed, or under every model its credits sum exactly to its
+    /// revenue and to one conversion, each row as many times as the
+    /// conversion has copies; and per-day revenue adds up to the credited
+    /// revenue.
     #[test]
     fn credits_sum_exactly_to_revenue((events, feed) in events_and_feed()) {
         let config = narrow();
@@ -139,37 +141,47 @@ proptest! {
             rows(events.attribute(invalid, &build_config))
         });
         // Conversions keyed as outputs identify them; skip keys shared by
-        // distinct conversions (the generator reuses event ids).
-        let mut revenue: BTreeMap<(EventId, i64), BTreeSet<i64>> = BTreeMap::new();
-        let mut people: BTreeMap<(EventId, i64), BTreeSet<_>> = BTreeMap::new();
+        // distinct conversions (the generator reuses event ids). Identical
+        // copies share a key too, and count.
+        let mut copies: BTreeMap<(EventId, i64), BTreeMap<Event, isize>> = BTreeMap::new();
         for event in outcome.admitted.iter().filter(|e| e.kind == EventKind::Conversion) {
-            revenue.entry((event.event_id, event.ts)).or_default().insert(event.revenue_micros);
-            people.entry((event.event_id, event.ts)).or_default().insert(event.user_id);
+            *copies.entry((event.event_id, event.ts)).or_default().entry(*event).or_default() += 1;
         }
+        let copies_of = |key: &(EventId, i64)| match copies.get(key) {
+            Some(events) if events.len() == 1 => events.iter().next().map(|(e, n)| (*e, *n)),
+            _ => None,
+        };
         let mut sums: BTreeMap<((EventId, i64), Model), (i64, i64)> = BTreeMap::new();
         let mut unattributed = BTreeSet::new();
         let (mut credited, mut daily) = (0i64, 0i64);
-        for (row, count) in &outcome.output {
-            prop_assert_eq!(*count, 1, "every output row exactly once: {:?}", row);
+        for (row, &count) in &outcome.output {
+            let key = match row {
+                Row::Credit(credit) => Some((credit.conversion, credit.conversion_ts)),
+                Row::Unattributed(row) => Some((row.conversion, row.conversion_ts)),
+                Row::Day(_) => None,
+            };
+            let expected = key.and_then(|key| copies_of(&key)).map_or(1, |(_, n)| n);
+            if key.is_none_or(|key| copies_of(&key).is_some()) {
+                prop_assert_eq!(count, expected, "as many rows as copies: {:?}", row);
+            }
+            prop_assert!(count > 0, "{:?}", row);
+            let times = i64::try_from(count).unwrap_or(i64::MAX);
             match row {
                 Row::Credit(credit) => {
                     let sum = sums.entry(((credit.conversion, credit.conversion_ts), credit.model)).or_default();
                     sum.0 += credit.credit_micros;
                     sum.1 += credit.conversion_credit;
-                    credited += credit.credit_micros;
+                    credited += credit.credit_micros * times;
                 }
-                Row::Day(day) => daily += day.revenue_micros,
+                Row::Day(day) => daily += day.revenue_micros * times,
                 Row::Unattributed(row) => {
                     unattributed.insert((row.conversion, row.conversion_ts));
                 }
             }
         }
         prop_assert_eq!(credited, daily);
-        for (key, revenues) in &revenue {
-            if revenues.len() != 1 || people[key].len() != 1 {
-                continue;
-            }
-            let Some(&revenue) = revenues.iter().next() else { continue };
+        for key in copies.keys() {
+            let Some((conversion, _)) = copies_of(key) else { continue };
             let models: Vec<_> = sums.iter().filter(|((k, _), _)| k == key).collect();
             if unattributed.contains(key) {
                 prop_assert!(models.is_empty());
@@ -177,7 +189,7 @@ proptest! {
             }
             prop_assert_eq!(models.len(), config.models.len(), "every model credits {:?}", key);
             for (_, (money, conversions)) in models {
-                prop_assert_eq!(*money, revenue);
+                prop_assert_eq!(*money, conversion.revenue_micros);
                 prop_assert_eq!(*conversions, CONVERSION_MICROS);
             }
         }
@@ -520,21 +532,22 @@ fn clicks_outrank_views_and_windows_are_inclusive() {
         config.clone(),
     );
     assert_eq!(touches(&output), vec![2, 3]);
-    // Nothing in either window: unattributed, revenue to no campaign.
-    let output = attribute_once(
-        &[
-            event(5, EventKind::Impression, 49),
-            event(9, EventKind::Conversion, 60),
-        ],
-        config,
-    );
-    let conversion = event(9, EventKind::Conversion, 60);
+    // Nothing in either window: unattributed, revenue to no campaign, in
+    // the conversion's country and device.
+    let conversion = Event {
+        country: Country(*b"DE"),
+        device_type: DeviceType::Mobile,
+        ..event(9, EventKind::Conversion, 60)
+    };
+    let output = attribute_once(&[event(5, EventKind::Impression, 49), conversion], config);
     assert_eq!(
         output,
         multiset([Row::Unattributed(Unattributed {
             conversion: conversion.event_id,
             conversion_ts: conversion.ts,
             revenue_micros: 9_000_000,
+            country: Country(*b"DE"),
+            device_type: DeviceType::Mobile,
         })])
     );
 }

@@ -2,7 +2,7 @@
 //! belongs to, the touches and conversions themselves, and the output rows
 //! (with their sink columns).
 
-use adflow::event::{Event, EventId, EventKind, Id};
+use adflow::event::{Country, DeviceType, Event, EventId, EventKind, Id};
 use adflow::money::Micros;
 use adflow::sinks::{Column, ColumnType, OutputRecord, Value};
 use adflow::timestamp::Millis;
@@ -113,6 +113,11 @@ impl From<Touch> for StoredTouch {
 }
 
 /// A conversion to attribute.
+///
+/// Everything of the event that its credits carry is part of it, so two
+/// different conversions that share an id and a time (possible only with
+/// dedup off) are credited apart, each in its own country and device, and
+/// identical copies are one conversion counted once per copy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Conversion {
     /// The conversion's event id.
@@ -123,6 +128,10 @@ pub struct Conversion {
     pub identity: Identity,
     /// Revenue to split over the touches.
     pub revenue_micros: Micros,
+    /// Country of the conversion.
+    pub country: Country,
+    /// Device type of the conversion.
+    pub device_type: DeviceType,
 }
 
 impl Conversion {
@@ -134,6 +143,8 @@ impl Conversion {
             ts: event.ts,
             identity: Identity::of(event)?,
             revenue_micros: event.revenue_micros,
+            country: event.country,
+            device_type: event.device_type,
         })
     }
 }
@@ -169,6 +180,10 @@ pub struct Credit {
     /// Share of the conversion itself, in micro-conversions
     /// ([`CONVERSION_MICROS`] is one whole conversion).
     pub conversion_credit: i64,
+    /// Country of the conversion (not of the touch).
+    pub country: Country,
+    /// Device type of the conversion (not of the touch).
+    pub device_type: DeviceType,
 }
 
 /// A conversion none of whose touches qualified (no valid click in the
@@ -181,6 +196,23 @@ pub struct Unattributed {
     pub conversion_ts: Millis,
     /// Its revenue, credited to no campaign.
     pub revenue_micros: Micros,
+    /// Country of the conversion.
+    pub country: Country,
+    /// Device type of the conversion.
+    pub device_type: DeviceType,
+}
+
+impl Unattributed {
+    /// The row of a conversion that no touch earned.
+    pub fn of(conversion: &Conversion) -> Unattributed {
+        Unattributed {
+            conversion: conversion.event_id,
+            conversion_ts: conversion.ts,
+            revenue_micros: conversion.revenue_micros,
+            country: conversion.country,
+            device_type: conversion.device_type,
+        }
+    }
 }
 
 /// Attributed totals per (campaign, ad, model, UTC day of the conversion).
@@ -230,8 +262,10 @@ pub fn roas(revenue_micros: Micros, cost_micros: Micros) -> Option<f64> {
 
 /// Columns: `model`, `conversion`, `conversion_ts`, `touch`, `touch_ts`,
 /// `touch_kind`, `campaign_id`, `ad_id`, `position`, `touches`, `credit`
-/// (money), `conversion_credit` (micro-conversions). Ids are lower-case hex
-/// of their hashes.
+/// (money), `conversion_credit` (micro-conversions), then the conversion's
+/// `country` (`??` when unknown) and `device_type` (empty when unknown),
+/// as in metrics rows. Event ids are
+/// lower-case hex of their hashes; campaigns and ads print by name.
 impl OutputRecord for Credit {
     fn columns() -> Vec<Column> {
         vec![
@@ -247,6 +281,8 @@ impl OutputRecord for Credit {
             Column::new("touches", ColumnType::I64),
             Column::new("credit", ColumnType::Money),
             Column::new("conversion_credit", ColumnType::I64),
+            Column::new("country", ColumnType::Text),
+            Column::new("device_type", ColumnType::Text),
         ]
     }
 
@@ -264,6 +300,8 @@ impl OutputRecord for Credit {
             Value::I64(i64::from(self.touches)),
             Value::Money(self.credit_micros),
             Value::I64(self.conversion_credit),
+            Value::Text(self.country.as_str().to_owned()),
+            Value::Text(self.device_type.as_str().to_owned()),
         ]
     }
 
@@ -273,13 +311,16 @@ impl OutputRecord for Credit {
     }
 }
 
-/// Columns: `conversion`, `conversion_ts`, `revenue` (money).
+/// Columns: `conversion`, `conversion_ts`, `revenue` (money), `country`
+/// (`??` when unknown), `device_type` (empty when unknown).
 impl OutputRecord for Unattributed {
     fn columns() -> Vec<Column> {
         vec![
             Column::new("conversion", ColumnType::Text),
             Column::new("conversion_ts", ColumnType::Time),
             Column::new("revenue", ColumnType::Money),
+            Column::new("country", ColumnType::Text),
+            Column::new("device_type", ColumnType::Text),
         ]
     }
 
@@ -288,6 +329,8 @@ impl OutputRecord for Unattributed {
             Value::from(self.conversion),
             Value::Time(self.conversion_ts),
             Value::Money(self.revenue_micros),
+            Value::Text(self.country.as_str().to_owned()),
+            Value::Text(self.device_type.as_str().to_owned()),
         ]
     }
 

@@ -4,15 +4,13 @@
 //! metrics on the unique events and the flagged events — with the conversions
 //! that metrics count taken from the last-touch credits.
 
-use std::collections::BTreeMap;
-
-use adflow::event::{Country, DeviceType, Event, EventKind};
+use adflow::event::Event;
 use serde::{Deserialize, Serialize};
 
 use crate::analytics::AnalyticsConfig;
 use crate::attribution::{CampaignDayAttribution, Credit, Model, Unattributed};
 use crate::dedup::Duplicate;
-use crate::fraud::{event_key, EventKey, Verdict};
+use crate::fraud::Verdict;
 use crate::metrics::{AttributedConversion, MetricsRow};
 use crate::reference::{attribution, dedup, fraud, metrics};
 
@@ -61,7 +59,7 @@ pub fn analyze(events: &[Event], config: &AnalyticsConfig) -> Vec<AnalyticsRow> 
     }
     let (credits, days) = attribution::attribute(&unique, &invalid, &attribution_config);
     let unattributed = attribution::unattributed(&unique, &invalid, &attribution_config);
-    let conversions = last_touch_conversions(&unique, &credits, &unattributed);
+    let conversions = last_touch_conversions(&credits, &unattributed);
     let (hourly, daily, monthly) = metrics::metrics(&unique, &invalid, &conversions);
 
     let mut rows: Vec<AnalyticsRow> = duplicates
@@ -84,33 +82,16 @@ pub fn analyze(events: &[Event], config: &AnalyticsConfig) -> Vec<AnalyticsRow> 
 }
 
 /// The conversions metrics count: each last-touch credit, and each
-/// unattributed conversion under no campaign, in its conversion event's
-/// country and device (the event with its id and time: once per copy).
+/// unattributed conversion under no campaign, in the conversion's country
+/// and device.
 fn last_touch_conversions(
-    unique: &[Event],
     credits: &[Credit],
     unattributed: &[Unattributed],
 ) -> Vec<AttributedConversion> {
-    let mut dimensions: BTreeMap<EventKey, Vec<(Country, DeviceType)>> = BTreeMap::new();
-    for event in unique {
-        if event.kind == EventKind::Conversion {
-            dimensions
-                .entry(event_key(event))
-                .or_default()
-                .push((event.country, event.device_type));
-        }
-    }
     credits
         .iter()
         .filter(|credit| credit.model == Model::LastTouch)
         .map(AttributedConversion::credited)
         .chain(unattributed.iter().map(AttributedConversion::unattributed))
-        .flat_map(|conversion| {
-            dimensions
-                .get(&(conversion.conversion, conversion.ts))
-                .into_iter()
-                .flatten()
-                .map(move |&(country, device_type)| conversion.in_dimensions(country, device_type))
-        })
         .collect()
 }

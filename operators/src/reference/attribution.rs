@@ -7,13 +7,15 @@
 //! arithmetic of dividing an amount over an ordered path,
 //! [`split_credit`], is shared, and it has its own hand-checked tests.
 //!
-//! The events are a multiset, as the harness delivers them; identical
-//! copies of an event count once. The horizon plays no part: it bounds the
-//! dataflow's state, it must not change its answer.
+//! The events are a multiset, as the harness delivers them. Identical
+//! copies of a touch are one touch; each copy of a conversion is a
+//! conversion, credited again (as metrics count every copy). The horizon
+//! plays no part: it bounds the dataflow's state, it must not change its
+//! answer.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use adflow::event::{Event, EventId, EventKind, Id};
+use adflow::event::{Country, DeviceType, Event, EventId, EventKind, Id};
 use adflow::money::Micros;
 use adflow::timestamp::{Millis, DAY_MS};
 
@@ -23,9 +25,9 @@ use crate::attribution::{
 };
 use crate::fraud::{event_key, EventKey};
 
-/// A conversion as the reference sees it: `(event id, ts, who, revenue)`,
-/// where who is `(true, user)` or `(false, device)`.
-type ConversionRow = (EventId, Millis, (bool, Id), Micros);
+/// A conversion as the reference sees it: `(event id, ts, who, revenue,
+/// country, device type)`, where who is `(true, user)` or `(false, device)`.
+type ConversionRow = (EventId, Millis, (bool, Id), Micros, Country, DeviceType);
 
 /// A touch in path order: `(ts, event id, kind, campaign, ad)`.
 type TouchRow = (Millis, EventId, EventKind, Id, Id);
@@ -57,14 +59,23 @@ fn events_of(people: &BTreeMap<(bool, Id), Vec<Event>>, person: (bool, Id)) -> &
     people.get(&person).map_or(&[], Vec::as_slice)
 }
 
-fn conversions(events: &[Event]) -> BTreeSet<ConversionRow> {
-    let mut conversions = BTreeSet::new();
+/// Each conversion with its number of copies.
+fn conversions(events: &[Event]) -> BTreeMap<ConversionRow, usize> {
+    let mut conversions = BTreeMap::new();
     for event in events {
         if event.kind != EventKind::Conversion {
             continue;
         }
         if let Some(person) = who(event) {
-            conversions.insert((event.event_id, event.ts, person, event.revenue_micros));
+            let row = (
+                event.event_id,
+                event.ts,
+                person,
+                event.revenue_micros,
+                event.country,
+                event.device_type,
+            );
+            *conversions.entry(row).or_insert(0) += 1;
         }
     }
     conversions
@@ -79,7 +90,7 @@ fn path(
     invalid: &BTreeSet<EventKey>,
     config: &AttributionConfig,
 ) -> Vec<TouchRow> {
-    let (_, conversion_ts, person, _) = *conversion;
+    let (_, conversion_ts, person, ..) = *conversion;
     let mut clicks = BTreeSet::new();
     let mut views = BTreeSet::new();
     for event in events {
@@ -127,8 +138,8 @@ pub fn attribute(
 ) -> (Vec<Credit>, Vec<CampaignDayAttribution>) {
     let mut credits = Vec::new();
     let people = by_person(events);
-    for conversion in &conversions(events) {
-        let (conversion_id, conversion_ts, person, revenue) = *conversion;
+    for (conversion, &copies) in &conversions(events) {
+        let (conversion_id, conversion_ts, person, revenue, country, device_type) = *conversion;
         let touches = path(conversion, events_of(&people, person), invalid, config);
         let times: Vec<Millis> = touches.iter().map(|touch| touch.0).collect();
         for model in models(config) {
@@ -139,7 +150,7 @@ pub fn attribute(
                     continue;
                 }
                 let (touch_ts, touch, touch_kind, campaign_id, ad_id) = touches[index];
-                credits.push(Credit {
+                let credit = Credit {
                     model,
                     conversion: conversion_id,
                     conversion_ts,
@@ -152,7 +163,10 @@ pub fn attribute(
                     touches: u32::try_from(touches.len()).unwrap_or(u32::MAX),
                     credit_micros: money[index],
                     conversion_credit: shares[index],
-                });
+                    country,
+                    device_type,
+                };
+                credits.extend(std::iter::repeat_n(credit, copies));
             }
         }
     }
@@ -195,7 +209,7 @@ pub fn unattributed(
     let people = by_person(events);
     let mut rows: Vec<Unattributed> = conversions(events)
         .iter()
-        .filter(|conversion| {
+        .filter(|(conversion, _)| {
             path(
                 conversion,
                 events_of(&people, conversion.2),
@@ -204,11 +218,16 @@ pub fn unattributed(
             )
             .is_empty()
         })
-        .map(
-            |&(conversion, conversion_ts, _, revenue_micros)| Unattributed {
-                conversion,
-                conversion_ts,
-                revenue_micros,
+        .flat_map(
+            |(&(conversion, conversion_ts, _, revenue_micros, country, device_type), &copies)| {
+                let row = Unattributed {
+                    conversion,
+                    conversion_ts,
+                    revenue_micros,
+                    country,
+                    device_type,
+                };
+                std::iter::repeat_n(row, copies)
             },
         )
         .collect();
