@@ -103,7 +103,6 @@ impl<'scope> AnalyticsExt<'scope> for VecCollection<'scope, Time, Event> {
         // Every family reads only some kinds: split once, so that each
         // reads (and timely copies for it) only those.
         let kinds = unique.clone().split_by_kind_named("Analytics");
-        let fraud = flag_fraud_by_kind(&kinds, "Fraud", &config.fraud);
 
         // A verdict can land up to a rule's lookahead after the event it
         // flags, so the families that apply verdicts must keep their state
@@ -130,10 +129,14 @@ impl<'scope> AnalyticsExt<'scope> for VecCollection<'scope, Time, Event> {
         }
         // Touches are impressions and clicks, for attribution and metrics
         // alike; `attribute` is `arrange_touches` then `attribute_arranged`.
+        // Fraud's click-without-impression rule reads the same arrangement,
+        // which keeps impressions as long as either family needs them.
         let touch_events = kinds.impressions.clone().concat(kinds.clicks.clone());
-        let touches = touch_events
-            .clone()
-            .arrange_touches("Attribution", &attribution_config);
+        let touches = touch_events.clone().arrange_touches(
+            "Attribution",
+            &shared_retention(&attribution_config, &config.fraud),
+        );
+        let fraud = flag_fraud_by_kind(&kinds, "Fraud", &config.fraud, Some(&touches));
         let attribution = kinds.conversions.attribute_arranged(
             "Attribution",
             &touches,
@@ -152,6 +155,30 @@ impl<'scope> AnalyticsExt<'scope> for VecCollection<'scope, Time, Event> {
             attribution,
             metrics,
         }
+    }
+}
+
+/// The retention of the touch arrangement that attribution (under
+/// `attribution`) and fraud's click-without-impression rule (under `fraud`)
+/// share: impressions are kept for the longer of the view window and the
+/// rule's window, and everything for the longer of the two horizons (none
+/// if either keeps everything). Attribution clamps its windows to the
+/// arrangement's only from above, so keeping more changes nothing there.
+fn shared_retention(attribution: &AttributionConfig, fraud: &FraudConfig) -> AttributionConfig {
+    let rule = &fraud.click_without_impression;
+    let view_window = if rule.enabled {
+        attribution.view_window.max(rule.span())
+    } else {
+        attribution.view_window
+    };
+    let horizon = match (attribution.horizon, fraud.horizon) {
+        (Some(kept), Some(judged)) => Some(kept.max(judged)),
+        _ => None,
+    };
+    AttributionConfig {
+        view_window,
+        horizon,
+        ..attribution.clone()
     }
 }
 

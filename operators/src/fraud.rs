@@ -97,8 +97,9 @@ use differential_dataflow::trace::implementations::{KeyBuilder, KeySpine};
 use differential_dataflow::Data;
 use serde::{Deserialize, Serialize};
 
+use crate::attribution::Touches;
 use crate::kinds::{ByKind, SplitByKindExt};
-use crate::retention::{RetentionExt, RetireArrangedExt, RetiringArrangement};
+use crate::retention::RetentionExt;
 
 mod config;
 mod context;
@@ -419,19 +420,26 @@ impl<'scope> FraudExt<'scope> for VecCollection<'scope, Time, Event> {
 
     fn flag_fraud_named(self, name: &str, config: &FraudConfig) -> Fraud<'scope> {
         let kinds = self.split_by_kind_named(name);
-        flag_fraud_by_kind(&kinds, name, config)
+        flag_fraud_by_kind(&kinds, name, config, None)
     }
 }
 
 /// [`FraudExt::flag_fraud_named`] on events already split by kind, so a
 /// pipeline that splits them once for every family does not split again.
+///
+/// `touches`, if given, is attribution's arrangement of these events'
+/// impressions and clicks by identity, which click without impression
+/// then reads instead of arranging the impressions again (they are most
+/// of the traffic). It must keep impressions for at least that rule's
+/// window, and with a horizon at least the fraud config's horizon beyond.
 pub(crate) fn flag_fraud_by_kind<'scope>(
     kinds: &ByKind<'scope>,
     name: &str,
     config: &FraudConfig,
+    touches: Option<&Touches<'scope>>,
 ) -> Fraud<'scope> {
     let scope = kinds.impressions.scope();
-    let rules = Rules::new(name, config, kinds);
+    let rules = Rules::new(name, config, kinds, touches);
     let candidates = concatenate(
         scope,
         [
@@ -503,14 +511,22 @@ struct Rules<'a, 'scope> {
     name: &'a str,
     config: &'a FraudConfig,
     kinds: ByKind<'scope>,
+    /// A shared arrangement of the touches, if the pipeline has one.
+    touches: Option<&'a Touches<'scope>>,
 }
 
 impl<'a, 'scope> Rules<'a, 'scope> {
-    fn new(name: &'a str, config: &'a FraudConfig, kinds: &ByKind<'scope>) -> Self {
+    fn new(
+        name: &'a str,
+        config: &'a FraudConfig,
+        kinds: &ByKind<'scope>,
+        touches: Option<&'a Touches<'scope>>,
+    ) -> Self {
         Rules {
             name,
             config,
             kinds: kinds.clone(),
+            touches,
         }
     }
 
@@ -544,34 +560,6 @@ impl<'a, 'scope> Rules<'a, 'scope> {
                 let after = span.saturating_add(horizon);
                 collection.retire_after(&format!("{}: {what}", self.name), move |record| {
                     expiry(ts(record), after)
-                })
-            }
-        }
-    }
-
-    /// `collection` arranged by key as `<name>: <what>`; with a horizon,
-    /// each record is retired from the arrangement's own trace (see
-    /// [`RetireArrangedExt`]) once `span` ms of event time and the horizon
-    /// have passed. Only for records that nothing can match after that:
-    /// they are retired at or after it, not exactly then.
-    fn arrange_retiring<K, V>(
-        &self,
-        what: &str,
-        collection: VecCollection<'scope, Time, (K, V)>,
-        span: Millis,
-        ts: fn(&K, &V) -> Millis,
-    ) -> RetiringArrangement<'scope, K, V>
-    where
-        K: differential_dataflow::ExchangeData + differential_dataflow::Hashable,
-        V: differential_dataflow::ExchangeData,
-    {
-        let name = self.operator(what);
-        match self.config.horizon {
-            None => collection.arrange_by_key_named(&name),
-            Some(horizon) => {
-                let after = span.saturating_add(horizon);
-                collection.arrange_by_key_retiring_named(&name, move |key, value| {
-                    expiry(ts(key, value), after)
                 })
             }
         }

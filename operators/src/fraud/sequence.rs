@@ -23,6 +23,7 @@ use differential_dataflow::ExchangeData;
 use serde::{Deserialize, Serialize};
 
 use super::{Identity, Rule, Rules, Verdict};
+use crate::attribution::{AttributionConfig, AttributionExt};
 
 /// A value of a sequence rule's group. Evidence sorts before subjects, so
 /// a group's evidence is complete (and sorted) when its subjects come.
@@ -231,49 +232,60 @@ fn click_injection<'scope>(
 }
 
 /// Clicks with no impression of the same identity and ad in the `window`
-/// up to (and including) the click's time.
+/// up to (and including) the click's time. An impression counts if it is a
+/// touch (it names a campaign and an ad, as the parser requires).
 ///
 /// Impressions are most of the traffic and almost none is followed by a
-/// click, so they are not judged in groups: they are only arranged by
-/// `(bucket, identity, ad)`, and each click (copied to its own bucket and
-/// the one before) is joined with them. The join's work follows the
-/// clicks; an impression with no click near it costs an insert.
-///
-/// The bucket leads the key so that both arrangements are ordered by time
-/// first: a batch of new impressions (or clicks) then meets only the other
-/// side's keys of the same few buckets when the join merges it against
-/// that side's trace, instead of interleaving with every key ever seen.
+/// click, so they are not judged in groups: the clicks, arranged by
+/// identity, are joined with the touches arranged by identity, which
+/// attribution arranges anyway (`Rules::touches`), so the pipeline holds
+/// and merges the impressions once. Until 2026-12-03 this rule arranged
+/// the impressions a second time, by `(bucket, identity, ad)`; that
+/// arrangement and its merges were about an eighth of the backfill's
+/// operator time (docs/benchmarks.md).
 fn click_without_impression<'scope>(
     rules: &Rules<'_, 'scope>,
     window: Millis,
 ) -> VecCollection<'scope, Time, Verdict> {
     let rule = Rule::ClickWithoutImpression;
-    let bucket = window.max(1);
     let placed = |event: &adflow::event::Event| (event.event_id, event.ad_id);
     let clicks = keyed(rules, rule, EventKind::Click, window, placed);
-    // An impression past the window matches no click still held (those
-    // are retired a window after their own time), so it may be retired
-    // late, from the arrangement's trace: most of the traffic is then not
-    // also held as a cancellation.
-    let impressions = rules.arrange_retiring(
-        &format!("{rule} impressions"),
-        identified(rules, EventKind::Impression, placed)
-            .map(move |(identity, ts, (_, ad))| ((ts.div_euclid(bucket), identity, ad), ts)),
-        window,
-        |_, ts| *ts,
-    );
+    // The impressions by identity: attribution's touches when the pipeline
+    // shares them (they hold every impression already), else arranged
+    // here, retired a window after their time like the clicks.
+    let arranged;
+    let touches = match rules.touches {
+        Some(touches) => touches,
+        None => {
+            let retention = AttributionConfig {
+                models: Vec::new(),
+                click_window: 0,
+                view_window: window,
+                horizon: rules.config.horizon,
+            };
+            arranged = rules
+                .of_kind(EventKind::Impression)
+                .arrange_touches(&rules.operator(&format!("{rule}")), &retention);
+            &arranged
+        }
+    };
+    // Each click meets every touch of its identity still held: a few dozen
+    // on average, a few thousand for the heaviest users of a week's
+    // backfill, against two arrangements of nearly all the traffic that a
+    // join keyed by ad and time bucket would take.
     let served = clicks
         .clone()
-        .flat_map(move |(identity, ts, (event_id, ad))| {
-            let own = ts.div_euclid(bucket);
-            [own, own.saturating_sub(1)].map(|b| ((b, identity, ad), (ts, event_id)))
-        })
+        .map(|(identity, ts, (event_id, ad))| (identity, (ts, event_id, ad)))
         .arrange_by_key_named(&rules.operator(&format!("{rule} clicks")))
         .join_core(
-            impressions,
-            move |&(_, identity, ad), &(ts, event_id), &shown| {
-                (shown <= ts && shown >= ts.saturating_sub(window))
-                    .then_some(((ts, identity, ad, event_id), Item::Evidence(())))
+            touches.by_identity.clone(),
+            move |identity, &(ts, event_id, ad), stored| {
+                let shown = stored.touch();
+                (shown.kind == EventKind::Impression
+                    && ad == Some(shown.ad_id)
+                    && shown.ts <= ts
+                    && shown.ts >= ts.saturating_sub(window))
+                .then_some(((ts, *identity, ad, event_id), Item::Evidence(())))
             },
         );
     clicks

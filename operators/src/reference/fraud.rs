@@ -249,7 +249,14 @@ fn click_rules(
         let window = config.click_without_impression.span();
         let served = between(history, ts.saturating_sub(window), ts)
             .iter()
-            .any(|before| before.kind == EventKind::Impression && before.ad_id == click.ad_id);
+            .any(|before| {
+                // Only an impression that names its campaign and ad (as
+                // the parser requires) shows an ad.
+                before.kind == EventKind::Impression
+                    && before.campaign_id.is_some()
+                    && before.ad_id.is_some()
+                    && before.ad_id == click.ad_id
+            });
         if !served {
             found.flag(
                 click,
