@@ -1,6 +1,7 @@
 //! The sink operator: [`SinkExt`] on `VecCollection`, and the [`SinkHandle`]
 //! through which it reports.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -201,17 +202,11 @@ where
     }
 }
 
-/// Consolidated updates as rows, in the order sinks write them
-/// ([`super::compare_rows`]): a record's `Ord` follows its ids' hashes,
-/// its rendered columns the names a reader knows.
-fn rendered_in_order<D: OutputRecord>(updates: Vec<(D, isize)>) -> Vec<(Vec<Value>, isize)> {
-    let mut rows: Vec<(Vec<Value>, isize)> = updates
-        .into_iter()
-        .map(|(record, diff)| (record.values(), diff))
-        .collect();
-    // Rows equal in every column are written alike: no need for a stable sort.
-    rows.sort_unstable_by(|(a, _), (b, _)| super::compare_rows(a, b));
-    rows
+/// Sorts consolidated updates into the order sinks write them
+/// ([`super::compare_rows`] of their rendered rows): a record's `Ord`
+/// follows its ids' hashes, its rendered columns the names a reader knows.
+fn sort_as_written<D: OutputRecord>(updates: &mut Vec<(D, isize)>) {
+    super::sort_rows_by(updates, |(record, _)| Cow::Owned(record.values()));
 }
 
 /// Fewest consolidated snapshot entries assumed when deciding to
@@ -346,7 +341,9 @@ where
                 }
             };
             consolidate(&mut updates);
-            for (mut row, diff) in rendered_in_order(updates) {
+            sort_as_written(&mut updates);
+            for (record, diff) in updates {
+                let mut row = record.values();
                 row.push(time_value.clone());
                 let diff =
                     i64::try_from(diff).unwrap_or(if diff < 0 { i64::MIN } else { i64::MAX });
@@ -393,7 +390,9 @@ where
             }
             *count >= 0
         });
-        for (row, count) in rendered_in_order(contents) {
+        sort_as_written(&mut contents);
+        for (record, count) in contents {
+            let row = record.values();
             for _ in 0..count {
                 output.write(&row)?;
             }
