@@ -895,7 +895,8 @@ fn sorted_rows_follow_compare_rows() {
         (-2i64..2).prop_map(Value::Time),
         (-2i64..2).prop_map(Value::Money),
     ];
-    // Rows of one kind per column, as outputs have, or of any kinds.
+    // Any kind in any column: a column of one kind, as outputs have, is
+    // the simpler case of the same encoding.
     let row = proptest::collection::vec(value, 0..=SORT_KEY_COLUMNS + 2);
     TestRunner::default()
         .run(&proptest::collection::vec(row, 0..40), |rows| {

@@ -300,8 +300,8 @@ impl OutputRecord for Credit {
             Value::I64(i64::from(self.touches)),
             Value::Money(self.credit_micros),
             Value::I64(self.conversion_credit),
-            Value::Text(self.country.as_str().to_owned()),
-            Value::Text(self.device_type.as_str().to_owned()),
+            Value::from(self.country),
+            Value::from(self.device_type),
         ]
     }
 
@@ -329,8 +329,8 @@ impl OutputRecord for Unattributed {
             Value::from(self.conversion),
             Value::Time(self.conversion_ts),
             Value::Money(self.revenue_micros),
-            Value::Text(self.country.as_str().to_owned()),
-            Value::Text(self.device_type.as_str().to_owned()),
+            Value::from(self.country),
+            Value::from(self.device_type),
         ]
     }
 

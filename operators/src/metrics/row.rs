@@ -345,8 +345,8 @@ impl OutputRecord for MetricsRow {
             Value::Time(self.bucket),
             Value::named(self.campaign_id),
             Value::named(self.ad_id),
-            Value::Text(self.country.as_str().to_owned()),
-            Value::Text(self.device_type.as_str().to_owned()),
+            Value::from(self.country),
+            Value::from(self.device_type),
         ]);
         values
     }
