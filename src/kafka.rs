@@ -4,8 +4,9 @@
 //!
 //! [`KafkaPipeline`] is the streaming twin of
 //! [`Pipeline`](crate::pipeline::Pipeline): it spreads the input topic's
-//! partitions over the timely workers of one process (partition `p` goes
-//! to worker `p % workers`), parses each message with the same validator
+//! partitions over the timely workers (partition `p` goes to worker
+//! `p % workers`; in a cluster of several processes, of all the cluster's
+//! workers: [`KafkaPipeline::timely_config`]), parses each message with the same validator
 //! as the file sources (a message that is not a valid event becomes a
 //! [`DeadLetter`](crate::dead_letter::DeadLetter) at its partition and
 //! offset), admits events through the same
@@ -63,7 +64,10 @@ use timely::dataflow::{ProbeHandle, Scope};
 use crate::compaction;
 use crate::dead_letter::Reason;
 use crate::parsing::EventValidator;
-use crate::pipeline::{late_letter, Admission, EventClock, RunSummary, Streams, Time, TimeConfig};
+use crate::pipeline::{
+    gather_at_worker_zero, late_letter, Admission, EventClock, RunSummary, Streams, Time,
+    TimeConfig,
+};
 use crate::profile::WorkerProfile;
 use crate::sinks::{NamedOutputs, OutputRecord, SinkHandle};
 use crate::timestamp::{parse_rfc3339, Millis};
@@ -76,7 +80,7 @@ mod topic;
 pub use sink::ChangelogMode;
 pub use topic::{compacted, produce_events, read_topic, MessageProducer, TopicMessage};
 
-use resume::Resume;
+use resume::{Gossip, Resume, WorkerResume};
 use sink::{sink_to_topic, SharedProducer, SinkTarget};
 use source::{Basis, Polled, WorkerSource};
 
@@ -85,6 +89,10 @@ const READ_BATCH: usize = 4096;
 
 /// How long a worker with nothing to read waits for a message.
 const POLL_WAIT: Duration = Duration::from_millis(2);
+
+/// How long a worker waiting for the others parks between looks at its
+/// [`Shutdown`] (an abort of this process sends it no message).
+const IDLE_STEP: Duration = Duration::from_millis(10);
 
 /// Why the Kafka pipeline could not run. Bad messages are dead letters.
 #[derive(Debug, thiserror::Error)]
@@ -384,13 +392,15 @@ impl<'scope> NamedOutputs<'scope> for TopicSet<'_> {
 #[derive(Clone, Debug, Default)]
 pub struct KafkaSummary {
     /// Events and dead letters read, as for file pipelines (`input_bytes`
-    /// counts message payloads).
+    /// counts message payloads; in process 0 of a cluster,
+    /// [`RunSummary::cluster`] holds the whole cluster's counts).
     pub run: RunSummary,
-    /// Offset commits made, over all workers.
+    /// Offset commits made, over this process's workers.
     pub commits: u64,
     /// Consumer and commit errors that were not about one message.
     pub errors: Vec<String>,
-    /// Every sink's report, by topic.
+    /// Every sink's report, by topic (in a cluster: of this process's
+    /// workers; [`RunSummary::cluster`] has the cluster's counts).
     pub sinks: BTreeMap<String, crate::sinks::SinkReport>,
     /// Whether the run was aborted ([`Shutdown::abort`]).
     pub aborted: bool,
@@ -400,7 +410,7 @@ pub struct KafkaSummary {
 pub struct KafkaPipeline {
     source: KafkaSourceConfig,
     time: TimeConfig,
-    workers: usize,
+    timely: timely::Config,
     shutdown: Shutdown,
     on_progress: Option<Arc<dyn Fn(Time) + Send + Sync>>,
     profile: bool,
@@ -412,14 +422,15 @@ impl KafkaPipeline {
         KafkaPipeline {
             source,
             time: TimeConfig::stream(),
-            workers: 1,
+            timely: timely::Config::process(1),
             shutdown: Shutdown::default(),
             on_progress: None,
             profile: false,
         }
     }
 
-    /// Calls `progress(t)` (on worker 0's thread) each time the results
+    /// Calls `progress(t)` (on worker 0's thread, so in process 0 of a
+    /// cluster) each time the results
     /// emitted by every worker pass a new time `t`: every result for the
     /// times before `t` has been produced and acknowledged by the broker.
     /// For lag monitoring and latency measurements.
@@ -445,7 +456,21 @@ impl KafkaPipeline {
     /// Runs on `workers` threads. Partitions are spread over them; a worker
     /// without partitions follows the others' watermark.
     pub fn workers(mut self, workers: usize) -> KafkaPipeline {
-        self.workers = workers.max(1);
+        self.timely = timely::Config::process(workers.max(1));
+        self
+    }
+
+    /// Runs as one process of a timely cluster
+    /// ([`cluster_config`](crate::pipeline::cluster_config)): every process
+    /// runs the same pipeline over the same topic and group, and partition
+    /// `p` goes to worker `p % W` of the cluster's `W` workers. The workers
+    /// tell each other when replay is over and which results are emitted,
+    /// so offsets are committed and topics reconciled as in one process. A
+    /// stop or finish ([`Shutdown`]) asked of one process applies to the
+    /// whole cluster; an abort is a crash of this process only, after
+    /// which the others cannot go on and the cluster must be restarted.
+    pub fn timely_config(mut self, config: timely::Config) -> KafkaPipeline {
+        self.timely = config;
         self
     }
 
@@ -468,50 +493,63 @@ impl KafkaPipeline {
         let KafkaPipeline {
             source,
             time,
-            workers,
+            timely: mut config,
             shutdown,
             on_progress,
             profile,
         } = self;
-        let resume = Arc::new(Resume::new(workers));
+        let resume = Arc::new(Resume::default());
         let handles: Arc<Mutex<BTreeMap<String, SinkHandle>>> = Arc::default();
-        let target = SinkTarget {
-            brokers: source.brokers.clone(),
-            client: source.client.clone(),
-            resume: Arc::clone(&resume),
-        };
         let worker_handles = Arc::clone(&handles);
-        let mut config = timely::Config::process(workers);
         // Merges in progress are finished while a worker waits for messages.
         compaction::install(&mut config.worker, compaction::IDLE_MERGE_EFFORT);
         let guards = timely::execute(config, move |worker| {
+            let index = worker.index();
+            resume.size(worker.peers());
             let recording = profile.then(|| WorkerProfile::install(worker));
             let outputs = KafkaOutputs {
-                target: target.clone(),
+                target: SinkTarget {
+                    brokers: source.brokers.clone(),
+                    client: source.client.clone(),
+                    resume: WorkerResume::new(&resume, index),
+                },
                 handles: Arc::clone(&worker_handles),
                 producer: OnceCell::new(),
                 unsent: Cell::new(None),
             };
+            let pipeline = worker.next_dataflow_index();
             let mut inputs = worker.dataflow::<Time, _, _>(|scope| {
                 let (inputs, streams) = Streams::new(scope);
                 build(scope, streams, &outputs);
                 inputs
             });
+            let mut gossip = Gossip::install(worker, &resume);
             let probe = inputs.probe.clone();
             let mut names = Vec::new();
             let mut outcome = WorkerOutcome::default();
             let validator = EventValidator::new(time.reference, time.max_clock_skew);
-            let mut reader =
-                match WorkerSource::open(&source, validator, worker.index(), worker.peers()) {
-                    Ok(reader) => reader,
-                    Err(error) => {
-                        // Let the other workers' sinks reconcile and finish.
-                        resume.replay_done(0);
-                        resume.emitted(worker.index(), Time::MAX);
-                        outcome.failure = Some(error.to_string());
-                        return outcome;
-                    }
-                };
+            let mut reader = match WorkerSource::open(&source, validator, index, worker.peers()) {
+                Ok(reader) => reader,
+                Err(error) => {
+                    outcome.failure = Some(error.to_string());
+                    gossip.fail_run(worker);
+                    return outcome;
+                }
+            };
+            resume.started(index);
+            // Stops at once, as a crash would, or because another worker
+            // could not start: returns the outcome if so.
+            let abort = |worker: &mut timely::worker::Worker,
+                         gossip: &mut Gossip,
+                         outcome: &mut WorkerOutcome| {
+                if shutdown.state() == ABORTING {
+                    outcome.aborted = true;
+                } else if resume.run_failed() {
+                    outcome.peer_failed = true;
+                    gossip.fail_run(worker);
+                }
+                outcome.aborted || outcome.peer_failed
+            };
             let mut clock = EventClock::new(time);
             let mut replaying = true;
             let mut latest_stamp: Option<Time> = None;
@@ -522,11 +560,13 @@ impl KafkaPipeline {
             let mut reported: Time = 0;
             let mut produced: Time = 0;
             loop {
-                let stop_at_end = match shutdown.state() {
-                    ABORTING => {
-                        outcome.aborted = true;
-                        return outcome;
-                    }
+                if abort(worker, &mut gossip, &mut outcome) {
+                    return outcome;
+                }
+                resume.shut_down(index, shutdown.state());
+                // What this worker did on its last turn, for the others.
+                gossip.tell();
+                let stop_at_end = match resume.shutdown() {
                     STOPPING => break,
                     FINISHING => true,
                     _ => source.stop_at_end,
@@ -572,16 +612,16 @@ impl KafkaPipeline {
                     .max(clock.frontier() + 1);
                 if replaying && !reader.replaying() {
                     replaying = false;
-                    resume.replay_done(bound);
+                    resume.replay_done(index, bound);
                 }
                 let basis = match reader.event_time_basis(Instant::now()) {
                     Basis::Active(basis) => {
-                        resume.share_basis(basis);
+                        resume.share_basis(index, basis);
                         Some(basis)
                     }
                     Basis::Idle(vouched) => {
                         if let Some(vouched) = vouched {
-                            resume.share_basis(vouched);
+                            resume.share_basis(index, vouched);
                         }
                         resume.shared_basis()
                     }
@@ -598,9 +638,13 @@ impl KafkaPipeline {
                             checkpoints.push((bound.max(watermark), positions));
                         }
                     }
-                    // An aborted peer never releases its capabilities: stop waiting.
-                    worker
-                        .step_while(|| probe.less_than(&paced_to) && shutdown.state() != ABORTING);
+                    // A crashed or failed peer never releases its
+                    // capabilities: stop waiting.
+                    worker.step_while(|| {
+                        probe.less_than(&paced_to)
+                            && shutdown.state() != ABORTING
+                            && !resume.run_failed()
+                    });
                     paced_to = watermark;
                 }
                 worker.step();
@@ -614,9 +658,9 @@ impl KafkaPipeline {
                     outputs.checkpoint(time);
                 }
                 if let Some(time) = outputs.acknowledged() {
-                    resume.emitted(worker.index(), time);
+                    resume.emitted(index, time);
                 }
-                if let Some(progress) = on_progress.as_ref().filter(|_| worker.index() == 0) {
+                if let Some(progress) = on_progress.as_ref().filter(|_| index == 0) {
                     let emitted = resume.emitted_through();
                     if emitted > reported {
                         reported = emitted;
@@ -629,26 +673,29 @@ impl KafkaPipeline {
                 }
             }
             if replaying {
-                resume.replay_done(latest_stamp.map_or_else(|| clock.frontier(), |t| t + 1));
+                let bound = latest_stamp.map_or_else(|| clock.frontier(), |t| t + 1);
+                resume.replay_done(index, bound);
             }
+            gossip.tell();
             let final_positions = reader.positions();
             drop(inputs);
-            while worker.step_or_park(None) {
-                if shutdown.state() == ABORTING {
-                    outcome.aborted = true;
+            // Drains the pipeline's dataflow (the gossip's stays open):
+            // every result of what was read is produced.
+            while worker.installed_dataflows().contains(&pipeline) {
+                if abort(worker, &mut gossip, &mut outcome) {
                     return outcome;
                 }
+                worker.step_or_park(Some(IDLE_STEP));
             }
-            // The dataflow has drained: every result is produced. Once every
-            // worker has flushed, every result is emitted.
+            // Once every worker has flushed, every result is emitted.
             outputs.flush();
-            resume.emitted(worker.index(), Time::MAX);
+            resume.emitted(index, Time::MAX);
+            gossip.tell();
             while resume.emitted_through() < Time::MAX && resume.committable() {
-                if shutdown.state() == ABORTING {
-                    outcome.aborted = true;
+                if abort(worker, &mut gossip, &mut outcome) {
                     return outcome;
                 }
-                std::thread::sleep(Duration::from_millis(1));
+                worker.step_or_park(Some(IDLE_STEP));
             }
             if !final_positions.is_empty() {
                 checkpoints.clear();
@@ -659,16 +706,28 @@ impl KafkaPipeline {
                 outcome.summary.operators = recording.finish(worker);
             }
             outcome.summary.input_bytes = reader.bytes;
+            outcome.summary.cluster = gather_at_worker_zero(worker, &outcome.summary);
             outcome.errors.append(&mut reader.errors);
+            // The others may still be waiting to hear that this worker is done.
+            drop(gossip);
+            while worker.step_or_park(Some(IDLE_STEP)) {
+                if shutdown.state() == ABORTING {
+                    break;
+                }
+            }
             outcome
         })
         .map_err(KafkaError::Timely)?;
         let mut summary = KafkaSummary::default();
+        let mut cluster = None;
+        let mut peer_failed = false;
         for result in guards.join() {
-            let outcome = result.map_err(KafkaError::Worker)?;
+            let mut outcome = result.map_err(KafkaError::Worker)?;
             if let Some(failure) = outcome.failure {
                 return Err(KafkaError::Worker(failure));
             }
+            peer_failed |= outcome.peer_failed;
+            cluster = cluster.or_else(|| outcome.summary.cluster.take());
             summary.run.merge(&outcome.summary);
             summary.run.input_bytes += outcome.summary.input_bytes;
             summary.run.workers += 1;
@@ -676,7 +735,18 @@ impl KafkaPipeline {
             summary.errors.extend(outcome.errors);
             summary.aborted |= outcome.aborted;
         }
+        if peer_failed {
+            return Err(KafkaError::Worker(
+                "a worker in another process of the cluster could not start".to_owned(),
+            ));
+        }
         summary.run.elapsed = started.elapsed();
+        summary.run.cluster = cluster
+            .filter(|cluster| cluster.workers > summary.run.workers)
+            .map(|mut cluster| {
+                cluster.elapsed = summary.run.elapsed;
+                cluster
+            });
         summary.sinks = handles
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -694,7 +764,10 @@ struct WorkerOutcome {
     commits: u64,
     errors: Vec<String>,
     aborted: bool,
+    /// This worker could not start.
     failure: Option<String>,
+    /// Another worker could not start, so this one stopped.
+    peer_failed: bool,
 }
 
 /// Commits the latest checkpoint whose results every sink has emitted: every

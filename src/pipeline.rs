@@ -587,7 +587,7 @@ impl Pipeline {
 /// Sends every worker's summary to worker 0 of the cluster, which returns
 /// their sum (with `workers` = the cluster's workers); other workers return
 /// `None`.
-fn gather_at_worker_zero(
+pub(crate) fn gather_at_worker_zero(
     worker: &mut timely::worker::Worker,
     summary: &RunSummary,
 ) -> Option<Box<RunSummary>> {
@@ -617,6 +617,7 @@ fn gather_at_worker_zero(
         let mut total = RunSummary::default();
         for summary in &gathered {
             total.merge(summary);
+            total.input_bytes += summary.input_bytes;
             total.workers += 1;
         }
         Box::new(total)

@@ -24,7 +24,7 @@ use adflow::kafka::{
     client_config, compacted, read_topic, ChangelogMode, KafkaPipeline, KafkaSourceConfig,
     KafkaSummary, MessageProducer,
 };
-use adflow::pipeline::{Pipeline, TimeConfig};
+use adflow::pipeline::{cluster_config, Pipeline, TimeConfig};
 use adflow::sinks::{OutputFormat, SinkSet};
 use adflow::sources::discover;
 use adflow::timestamp::HOUR_MS;
@@ -528,12 +528,31 @@ enum Kill {
     /// process-wide names dictionary. Holds the name of the test, which
     /// each child runs again in the role [`child_role`] gives it.
     Process(&'static str),
+    /// As `Process`, with a timely cluster of two child processes of two
+    /// workers each: both are killed, and the restart is another cluster.
+    Cluster(&'static str),
 }
 
 /// Tells a child process started by [`spawn_child`] the brokers to read.
 const CHILD_BROKERS: &str = "ADFLOW_TEST_CHILD_BROKERS";
 /// Set in a child that should stop at the end of the input.
 const CHILD_STOP_AT_END: &str = "ADFLOW_TEST_CHILD_STOP_AT_END";
+/// In a child that is one process of a cluster: `<process>,<hostfile>`.
+const CHILD_CLUSTER: &str = "ADFLOW_TEST_CHILD_CLUSTER";
+/// Where process 0 of a cluster writes how many records the cluster read.
+const CHILD_RECORDS: &str = "ADFLOW_TEST_CHILD_RECORDS";
+
+/// Processes in a test cluster, and workers in each.
+const CLUSTER_PROCESSES: usize = 2;
+const CLUSTER_WORKERS: usize = 2;
+
+/// Where a child process stands in a test cluster.
+struct ClusterPlace<'a> {
+    process: usize,
+    hosts: &'a std::path::Path,
+    /// Where process 0 writes the records the cluster read.
+    records: &'a std::path::Path,
+}
 
 /// In a child process started by [`spawn_child`]: runs `run` as the
 /// restartable pipeline (group and prefix `restarted`) and returns true.
@@ -550,7 +569,25 @@ fn child_role(run: Run) -> bool {
         std::process::exit(2);
     });
     let stop_at_end = std::env::var_os(CHILD_STOP_AT_END).is_some();
-    assert_sinks_ok(&run(restartable(&brokers, stop_at_end), "restarted"));
+    let mut pipeline = restartable(&brokers, stop_at_end);
+    if let Ok(place) = std::env::var(CHILD_CLUSTER) {
+        let (process, hosts) = place.split_once(',').expect("process,hostfile");
+        let process = process.parse().expect("a process index");
+        let config = cluster_config(
+            CLUSTER_WORKERS,
+            CLUSTER_PROCESSES,
+            process,
+            Some(std::path::Path::new(hosts)),
+        )
+        .expect("cluster config");
+        pipeline = pipeline.timely_config(config);
+    }
+    let summary = run(pipeline, "restarted");
+    assert_sinks_ok(&summary);
+    if let (Some(cluster), Some(path)) = (&summary.run.cluster, std::env::var_os(CHILD_RECORDS)) {
+        assert_eq!(cluster.workers, CLUSTER_PROCESSES * CLUSTER_WORKERS);
+        std::fs::write(path, cluster.records().to_string()).expect("write the cluster's records");
+    }
     true
 }
 
@@ -582,6 +619,7 @@ fn spawn_child(
     brokers: &str,
     stop_at_end: bool,
     log: &std::path::Path,
+    cluster: Option<ClusterPlace<'_>>,
 ) -> ChildProcess {
     let log = std::fs::File::create(log).expect("child log");
     let mut command = Command::new(std::env::current_exe().expect("test binary"));
@@ -594,7 +632,60 @@ fn spawn_child(
     if stop_at_end {
         command.env(CHILD_STOP_AT_END, "1");
     }
+    if let Some(place) = cluster {
+        command
+            .env(
+                CHILD_CLUSTER,
+                format!("{},{}", place.process, place.hosts.display()),
+            )
+            .env(CHILD_RECORDS, place.records);
+    }
     ChildProcess(command.spawn().expect("child process"))
+}
+
+/// Starts a cluster of [`CLUSTER_PROCESSES`] child processes on fresh
+/// ports, each running `test` in its [`child_role`], logging to
+/// `<dir>/<name>-<process>.log`. Process 0 writes the records the cluster
+/// read to `<dir>/<name>-records`. Returns each child with its log.
+fn spawn_cluster(
+    test: &str,
+    brokers: &str,
+    stop_at_end: bool,
+    dir: &std::path::Path,
+    name: &str,
+) -> Vec<(ChildProcess, std::path::PathBuf)> {
+    let hosts = dir.join(format!("{name}-hosts.txt"));
+    let ports: Vec<String> = (0..CLUSTER_PROCESSES)
+        .map(|_| {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+            format!(
+                "127.0.0.1:{}\n",
+                listener.local_addr().expect("address").port()
+            )
+        })
+        .collect();
+    std::fs::write(&hosts, ports.concat()).expect("write the hostfile");
+    let records = dir.join(format!("{name}-records"));
+    (0..CLUSTER_PROCESSES)
+        .map(|process| {
+            let log = dir.join(format!("{name}-{process}.log"));
+            let place = ClusterPlace {
+                process,
+                hosts: &hosts,
+                records: &records,
+            };
+            let child = spawn_child(test, brokers, stop_at_end, &log, Some(place));
+            (child, log)
+        })
+        .collect()
+}
+
+/// The records a cluster started by [`spawn_cluster`] read, as its
+/// process 0 counted them.
+fn cluster_records(dir: &std::path::Path, name: &str) -> u64 {
+    let path = dir.join(format!("{name}-records"));
+    let text = std::fs::read_to_string(&path).expect("process 0 wrote the cluster's records");
+    text.parse().expect("a count")
 }
 
 /// Waits up to `limit` for `child` to exit successfully; panics with its
@@ -669,7 +760,7 @@ fn killed_and_restarted_equals_uninterrupted(
         }
         Kill::Process(test) => {
             let log = logs.path().join("killed.log");
-            let mut child = spawn_child(test, &brokers, false, &log);
+            let mut child = spawn_child(test, &brokers, false, &log, None);
             wait_for_commit(&mut || {
                 if let Some(status) = child.0.try_wait().expect("child status") {
                     let output = std::fs::read_to_string(&log).unwrap_or_default();
@@ -681,6 +772,25 @@ fn killed_and_restarted_equals_uninterrupted(
             let status = child.0.wait().expect("killed child");
             assert!(!status.success(), "the child was killed, not finished");
             std::fs::read_to_string(&log).unwrap_or_default()
+        }
+        Kill::Cluster(test) => {
+            let mut children = spawn_cluster(test, &brokers, false, logs.path(), "killed");
+            wait_for_commit(&mut || {
+                for (child, log) in &mut children {
+                    if let Some(status) = child.0.try_wait().expect("child status") {
+                        let output = std::fs::read_to_string(&*log).unwrap_or_default();
+                        panic!("a process of the first cluster ended ({status}):\n{output}");
+                    }
+                }
+            });
+            let mut output = String::new();
+            for (mut child, log) in children {
+                child.0.kill().expect("SIGKILL");
+                let status = child.0.wait().expect("killed child");
+                assert!(!status.success(), "the child was killed, not finished");
+                output += &std::fs::read_to_string(&log).unwrap_or_default();
+            }
+            output
         }
     };
     let committed_at_kill = committed(&brokers, "restarted", "clicks", 4);
@@ -694,8 +804,18 @@ fn killed_and_restarted_equals_uninterrupted(
         }
         Kill::Process(test) => {
             let log = logs.path().join("restarted.log");
-            let child = spawn_child(test, &brokers, true, &log);
+            let child = spawn_child(test, &brokers, true, &log, None);
             wait_for_child(child, Duration::from_secs(600), &log);
+        }
+        Kill::Cluster(test) => {
+            for (child, log) in spawn_cluster(test, &brokers, true, logs.path(), "restarted") {
+                wait_for_child(child, Duration::from_secs(600), &log);
+            }
+            // The restart replays from the origin: it reads every message.
+            assert_eq!(
+                cluster_records(logs.path(), "restarted"),
+                lines.len() as u64
+            );
         }
     }
     assert_eq!(
@@ -860,6 +980,49 @@ fn full_pipeline_sigkilled_in_a_child_process_and_restarted_equals_an_uninterrup
     );
 }
 
+/// The restartable pipeline run as a timely cluster of two processes, both
+/// SIGKILLed once it has committed, then restarted as a new cluster: every
+/// output topic ends as an uninterrupted run in one process leaves it.
+#[test]
+fn full_pipeline_as_a_cluster_sigkilled_and_restarted_equals_an_uninterrupted_run() {
+    let outputs = output_names(&AnalyticsConfig::default().attribution.models);
+    killed_and_restarted_equals_uninterrupted(
+        run_analytics,
+        &outputs,
+        "metrics-hourly-diffs",
+        Kill::Cluster(
+            "full_pipeline_as_a_cluster_sigkilled_and_restarted_equals_an_uninterrupted_run",
+        ),
+    );
+}
+
+/// A timely cluster of two processes reading one topic leaves every output
+/// topic holding exactly the rows of a backfill over the same events, and
+/// process 0 counts the whole cluster's records.
+#[test]
+fn full_pipeline_as_a_cluster_of_two_processes_equals_the_backfill() {
+    if child_role(run_analytics) {
+        return;
+    }
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let brokers = cluster.bootstrap_servers();
+    cluster.create_topic("clicks", 4, 1).expect("topic");
+    let lines = adgen_lines(40_000, 12 * HOUR_MS);
+    produce(&brokers, "clicks", &lines, None);
+    let logs = tempfile::tempdir().expect("tempdir");
+    let test = "full_pipeline_as_a_cluster_of_two_processes_equals_the_backfill";
+    for (child, log) in spawn_cluster(test, &brokers, true, logs.path(), "cluster") {
+        wait_for_child(child, Duration::from_secs(600), &log);
+    }
+    assert_eq!(cluster_records(logs.path(), "cluster"), lines.len() as u64);
+    assert_eq!(
+        committed(&brokers, "restarted", "clicks", 4),
+        lines.len() as i64
+    );
+    assert_log_kept(&brokers, "clicks");
+    assert_topics_hold_the_backfill(&brokers, &lines, &["restarted"]);
+}
+
 /// Stream and backfill share one pipeline definition, and the stream's
 /// outputs do not depend on how its watermark advanced: two runs over one
 /// topic (whose partitions the two workers read at their own pace, so
@@ -880,13 +1043,19 @@ fn full_pipeline_from_kafka_equals_the_backfill_run_after_run() {
         ));
     }
     assert_log_kept(&brokers, "clicks");
-    let backfill = backfill_outputs(&lines);
+    assert_topics_hold_the_backfill(&brokers, &lines, &["first", "second"]);
+}
+
+/// Every output topic `<prefix>-<output>` of each of `prefixes` holds
+/// exactly the rows a backfill over `lines` writes.
+fn assert_topics_hold_the_backfill(brokers: &str, lines: &[Vec<u8>], prefixes: &[&str]) {
+    let backfill = backfill_outputs(lines);
     for (output, expected) in backfill {
         if output != "dead_letters" && !output.starts_with("attribution_") {
             assert!(!expected.is_empty(), "{output} is empty");
         }
-        for prefix in ["first", "second"] {
-            let found = topic_rows(&brokers, &format!("{prefix}-{output}"));
+        for prefix in prefixes {
+            let found = topic_rows(brokers, &format!("{prefix}-{output}"));
             let differing: Vec<&String> = found
                 .keys()
                 .chain(expected.keys())

@@ -1,114 +1,322 @@
-//! What the workers and sinks of one process share to restart without loss
-//! or double counting: whether replay is over, when the sinks may
-//! reconcile their topics, whether offsets may be committed, and the
-//! event time that idle workers follow.
+//! What the workers of a run tell each other to restart without loss or
+//! double counting: whether replay is over, when the sinks may reconcile
+//! their topics, whether offsets may be committed, the event time that idle
+//! workers follow, and whether the run is stopping or has failed.
+//!
+//! Each worker owns one [`WorkerStatus`], whose fields only ever grow. The
+//! workers of a process share a [`Resume`] holding every worker's status;
+//! a worker writes its own there, and [`Gossip`] broadcasts it through a
+//! small dataflow of its own to every worker of the cluster, whose
+//! processes merge it into theirs. So the decisions below read the same
+//! way in one process and in several: remote statuses arrive a little
+//! later, and as every field only grows, a late or repeated status never
+//! takes back what a worker has learnt.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::Input;
+use timely::dataflow::InputHandle;
+use timely::worker::Worker;
 
 use crate::pipeline::Time;
 use crate::timestamp::Millis;
 
-/// Shared by every worker of a [`KafkaPipeline`](crate::kafka::KafkaPipeline) run.
-#[derive(Debug)]
-pub(crate) struct Resume {
-    /// Workers still reading below the offsets committed by the last run.
-    replaying: AtomicUsize,
-    /// Every event read during replay is at a time before this.
-    resume_time: AtomicU64,
-    /// Kafka sinks that write (one per output topic on every worker).
-    sinks: AtomicUsize,
+/// What one worker has told the others. Every field only grows
+/// ([`WorkerStatus::merge`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct WorkerStatus {
+    /// The worker has built its dataflow (so `sinks` is complete) and
+    /// started reading.
+    started: bool,
+    /// It has read up to the offsets committed by the last run, and every
+    /// event it read until then entered the dataflow before this time.
+    replayed: Option<Time>,
+    /// Its Kafka sinks that write (one per output topic).
+    sinks: usize,
     /// Of those, how many have reconciled their topic with the replayed state.
-    reconciled: AtomicUsize,
-    /// A sink could not deliver: offsets must not be committed any more.
-    failed: AtomicBool,
-    /// The largest event-time basis any worker advanced its clock from
-    /// (the least of its active partitions' largest event times, or what
-    /// its idle partitions vouch for); `Millis::MIN` before any.
-    basis: AtomicI64,
-    /// Per worker: every result at a time before this has been produced by
-    /// its sinks and acknowledged by the broker.
-    emitted: Vec<AtomicU64>,
+    reconciled: usize,
+    /// One of its sinks could not deliver: offsets must not be committed.
+    sink_failed: bool,
+    /// It could not start (its source did not open): the run fails.
+    fatal: bool,
+    /// It was asked to finish or stop (as [`super::Shutdown`]'s states).
+    shutdown: u8,
+    /// The largest event-time basis it advanced its clock from;
+    /// `Millis::MIN` before any.
+    basis: Millis,
+    /// Every result at a time before this has been produced by its sinks
+    /// and acknowledged by the broker.
+    emitted: Time,
+}
+
+impl Default for WorkerStatus {
+    fn default() -> Self {
+        WorkerStatus {
+            started: false,
+            replayed: None,
+            sinks: 0,
+            reconciled: 0,
+            sink_failed: false,
+            fatal: false,
+            shutdown: 0,
+            basis: Millis::MIN,
+            emitted: 0,
+        }
+    }
+}
+
+impl WorkerStatus {
+    /// Everything either status says.
+    fn merge(&mut self, other: &WorkerStatus) {
+        self.started |= other.started;
+        self.replayed = self.replayed.max(other.replayed);
+        self.sinks = self.sinks.max(other.sinks);
+        self.reconciled = self.reconciled.max(other.reconciled);
+        self.sink_failed |= other.sink_failed;
+        self.fatal |= other.fatal;
+        self.shutdown = self.shutdown.max(other.shutdown);
+        self.basis = self.basis.max(other.basis);
+        self.emitted = self.emitted.max(other.emitted);
+    }
+}
+
+/// Every worker's status, as this process knows it; shared by its workers.
+#[derive(Debug, Default)]
+pub(crate) struct Resume {
+    workers: Mutex<Vec<WorkerStatus>>,
 }
 
 impl Resume {
-    /// State for `workers` workers, all replaying until they say otherwise.
-    pub(crate) fn new(workers: usize) -> Resume {
-        Resume {
-            replaying: AtomicUsize::new(workers),
-            resume_time: AtomicU64::new(0),
-            sinks: AtomicUsize::new(0),
-            reconciled: AtomicUsize::new(0),
-            failed: AtomicBool::new(false),
-            basis: AtomicI64::new(Millis::MIN),
-            emitted: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+    fn lock(&self) -> MutexGuard<'_, Vec<WorkerStatus>> {
+        self.workers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Changes worker `worker`'s own status.
+    fn update(&self, worker: usize, change: impl FnOnce(&mut WorkerStatus)) {
+        if let Some(status) = self.lock().get_mut(worker) {
+            change(status);
         }
     }
 
-    /// A worker has read up to its committed offsets; everything it read so
-    /// far entered the dataflow before `bound`.
-    pub(crate) fn replay_done(&self, bound: Time) {
-        self.resume_time.fetch_max(bound, Ordering::SeqCst);
-        self.replaying.fetch_sub(1, Ordering::SeqCst);
+    /// The cluster has `peers` workers.
+    pub(crate) fn size(&self, peers: usize) {
+        let mut workers = self.lock();
+        if workers.len() < peers {
+            workers.resize(peers, WorkerStatus::default());
+        }
+    }
+
+    /// Worker `worker`'s status as this process knows it.
+    fn status(&self, worker: usize) -> WorkerStatus {
+        self.lock().get(worker).copied().unwrap_or_default()
+    }
+
+    /// Folds in what worker `worker` told the cluster.
+    fn merge(&self, worker: usize, status: &WorkerStatus) {
+        self.update(worker, |known| known.merge(status));
+    }
+
+    /// Whether every worker of the cluster has started, and `all` holds
+    /// for each.
+    fn every_worker(&self, all: impl Fn(&WorkerStatus) -> bool) -> bool {
+        let workers = self.lock();
+        !workers.is_empty() && workers.iter().all(|status| status.started && all(status))
+    }
+
+    /// Worker `worker` has built its dataflow and starts reading.
+    pub(crate) fn started(&self, worker: usize) {
+        self.update(worker, |status| status.started = true);
+    }
+
+    /// Worker `worker` has read up to its committed offsets; everything it
+    /// read so far entered the dataflow before `bound`.
+    pub(crate) fn replay_done(&self, worker: usize, bound: Time) {
+        self.update(worker, |status| status.replayed = Some(bound));
     }
 
     /// Once every worker has replayed: the time a sink's input frontier must
     /// pass before its state holds every replayed event.
     pub(crate) fn reconcile_at(&self) -> Option<Time> {
-        (self.replaying.load(Ordering::SeqCst) == 0)
-            .then(|| self.resume_time.load(Ordering::SeqCst))
+        if !self.every_worker(|status| status.replayed.is_some()) {
+            return None;
+        }
+        self.lock()
+            .iter()
+            .filter_map(|status| status.replayed)
+            .max()
     }
 
-    /// A writing sink exists; commits wait for it to reconcile.
-    pub(crate) fn register_sink(&self) {
-        self.sinks.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// A sink's topic now equals its state.
-    pub(crate) fn sink_reconciled(&self) {
-        self.reconciled.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// A sink lost messages: from now on no offset is committed, so that a
-    /// restart replays and reconciles what this run could not deliver.
-    pub(crate) fn sink_failed(&self) {
-        self.failed.store(true, Ordering::SeqCst);
-    }
-
-    /// Whether offsets may be committed: every sink has reconciled and none
-    /// has failed. (Whether the results of given offsets are emitted is the
-    /// probe's to say.)
+    /// Whether offsets may be committed: every worker's sinks have
+    /// reconciled and none has failed. (Whether the results of given
+    /// offsets are emitted is [`Resume::emitted_through`]'s to say.)
     pub(crate) fn committable(&self) -> bool {
-        !self.failed.load(Ordering::SeqCst)
-            && self.reconciled.load(Ordering::SeqCst) >= self.sinks.load(Ordering::SeqCst)
+        self.every_worker(|status| !status.sink_failed && status.reconciled >= status.sinks)
     }
 
     /// Worker `worker`'s sinks have produced, and the broker acknowledged,
     /// every result at a time before `time` (`Time::MAX`: all of them).
     pub(crate) fn emitted(&self, worker: usize, time: Time) {
-        if let Some(emitted) = self.emitted.get(worker) {
-            emitted.fetch_max(time, Ordering::SeqCst);
-        }
+        self.update(worker, |status| status.emitted = status.emitted.max(time));
     }
 
     /// Every result at a time before this has been emitted, by every worker.
     pub(crate) fn emitted_through(&self) -> Time {
-        self.emitted
+        self.lock()
             .iter()
-            .map(|emitted| emitted.load(Ordering::SeqCst))
+            .map(|status| status.emitted)
             .min()
-            .unwrap_or(Time::MAX)
+            .unwrap_or(0)
     }
 
-    /// Notes the event-time basis a worker advanced its clock from.
-    pub(crate) fn share_basis(&self, basis: Millis) {
-        self.basis.fetch_max(basis, Ordering::SeqCst);
+    /// Notes the event-time basis worker `worker` advanced its clock from.
+    pub(crate) fn share_basis(&self, worker: usize, basis: Millis) {
+        self.update(worker, |status| status.basis = status.basis.max(basis));
     }
 
     /// The largest basis any worker advanced from: a worker whose partitions
     /// are all idle follows it, so that it does not hold the frontier back.
     pub(crate) fn shared_basis(&self) -> Option<Millis> {
-        let basis = self.basis.load(Ordering::SeqCst);
+        let basis = self.lock().iter().map(|status| status.basis).max()?;
         (basis != Millis::MIN).then_some(basis)
+    }
+
+    /// Worker `worker` was asked to finish or stop (`state`, as
+    /// [`super::Shutdown`] keeps it; an abort is a crash and is not told).
+    pub(crate) fn shut_down(&self, worker: usize, state: u8) {
+        self.update(worker, |status| {
+            status.shutdown = status.shutdown.max(state)
+        });
+    }
+
+    /// The furthest any worker was asked to shut down: a stop asked of one
+    /// process stops the cluster.
+    pub(crate) fn shutdown(&self) -> u8 {
+        self.lock()
+            .iter()
+            .map(|status| status.shutdown)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Worker `worker` cannot run: every worker aborts.
+    pub(crate) fn fail_run(&self, worker: usize) {
+        self.update(worker, |status| status.fatal = true);
+    }
+
+    /// Whether a worker could not run.
+    pub(crate) fn run_failed(&self) -> bool {
+        self.lock().iter().any(|status| status.fatal)
+    }
+
+    /// Whether every worker knows that the run failed.
+    fn all_know_run_failed(&self) -> bool {
+        self.lock().iter().all(|status| status.fatal)
+    }
+}
+
+/// A sink's view of [`Resume`]: its worker's status.
+#[derive(Clone, Debug)]
+pub(crate) struct WorkerResume {
+    resume: Arc<Resume>,
+    worker: usize,
+}
+
+impl WorkerResume {
+    /// Worker `worker`'s part of `resume`.
+    pub(crate) fn new(resume: &Arc<Resume>, worker: usize) -> WorkerResume {
+        WorkerResume {
+            resume: Arc::clone(resume),
+            worker,
+        }
+    }
+
+    /// A writing sink exists; commits wait for it to reconcile.
+    pub(crate) fn register_sink(&self) {
+        self.resume.update(self.worker, |status| status.sinks += 1);
+    }
+
+    /// A sink's topic now equals its state.
+    pub(crate) fn sink_reconciled(&self) {
+        self.resume
+            .update(self.worker, |status| status.reconciled += 1);
+    }
+
+    /// A sink lost messages: from now on no offset is committed, so that a
+    /// restart replays and reconciles what this run could not deliver.
+    pub(crate) fn sink_failed(&self) {
+        self.resume
+            .update(self.worker, |status| status.sink_failed = true);
+    }
+
+    /// See [`Resume::reconcile_at`].
+    pub(crate) fn reconcile_at(&self) -> Option<Time> {
+        self.resume.reconcile_at()
+    }
+}
+
+/// A worker's line to the others: it broadcasts the worker's status to
+/// every worker of the cluster whenever it has changed, and folds what the
+/// others broadcast into this process's [`Resume`].
+pub(crate) struct Gossip {
+    input: InputHandle<u64, CapacityContainerBuilder<Vec<(usize, WorkerStatus)>>>,
+    resume: Arc<Resume>,
+    worker: usize,
+    told: Option<WorkerStatus>,
+}
+
+impl Gossip {
+    /// Builds the gossip dataflow on `worker`.
+    pub(crate) fn install(worker: &mut Worker, resume: &Arc<Resume>) -> Gossip {
+        let index = worker.index();
+        let heard = Arc::clone(resume);
+        let input = worker.dataflow::<u64, _, _>(move |scope| {
+            let (input, statuses) = scope.new_input::<Vec<(usize, WorkerStatus)>>();
+            statuses
+                .broadcast()
+                .sink(Pipeline, "Kafka: worker statuses", move |(input, _)| {
+                    input.for_each(|_time, statuses| {
+                        for (worker, status) in statuses.iter() {
+                            heard.merge(*worker, status);
+                        }
+                    });
+                });
+            input
+        });
+        Gossip {
+            input,
+            resume: Arc::clone(resume),
+            worker: index,
+            told: None,
+        }
+    }
+
+    /// Broadcasts this worker's status if it changed since it was last told.
+    /// The worker's next steps send it.
+    pub(crate) fn tell(&mut self) {
+        let status = self.resume.status(self.worker);
+        if self.told != Some(status) {
+            self.told = Some(status);
+            self.input.send((self.worker, status));
+            self.input.flush();
+        }
+    }
+
+    /// Marks the run failed, tells the others, and steps `worker` until
+    /// every worker knows (each does the same on learning it) or a few
+    /// seconds have passed (a peer may be gone).
+    pub(crate) fn fail_run(&mut self, worker: &mut Worker) {
+        self.resume.fail_run(self.worker);
+        self.tell();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.resume.all_know_run_failed() && Instant::now() < deadline {
+            worker.step_or_park(Some(Duration::from_millis(1)));
+        }
     }
 }
 
@@ -116,24 +324,54 @@ impl Resume {
 mod tests {
     use super::*;
 
+    fn started(workers: usize) -> Resume {
+        let resume = Resume::default();
+        resume.size(workers);
+        for worker in 0..workers {
+            resume.started(worker);
+        }
+        resume
+    }
+
     #[test]
     fn reconciles_after_the_last_worker_and_commits_after_every_sink() {
-        let resume = Resume::new(2);
-        resume.register_sink();
-        resume.replay_done(30);
+        let resume = Arc::new(started(2));
+        let sink = WorkerResume::new(&resume, 1);
+        sink.register_sink();
+        resume.replay_done(0, 30);
         assert_eq!(resume.reconcile_at(), None);
-        resume.replay_done(20);
+        resume.replay_done(1, 20);
         assert_eq!(resume.reconcile_at(), Some(30));
         assert!(!resume.committable());
-        resume.sink_reconciled();
+        sink.sink_reconciled();
         assert!(resume.committable());
-        resume.sink_failed();
+        sink.sink_failed();
         assert!(!resume.committable());
     }
 
     #[test]
+    fn nothing_is_decided_before_every_worker_has_started() {
+        let resume = Resume::default();
+        resume.size(2);
+        resume.started(0);
+        resume.replay_done(0, 10);
+        assert_eq!(resume.reconcile_at(), None);
+        assert!(!resume.committable(), "worker 1's sinks are not known yet");
+        resume.merge(
+            1,
+            &WorkerStatus {
+                started: true,
+                replayed: Some(40),
+                ..WorkerStatus::default()
+            },
+        );
+        assert_eq!(resume.reconcile_at(), Some(40));
+        assert!(resume.committable());
+    }
+
+    #[test]
     fn results_are_emitted_once_every_worker_has_flushed_past_them() {
-        let resume = Resume::new(2);
+        let resume = started(2);
         assert_eq!(resume.emitted_through(), 0);
         resume.emitted(1, 50);
         assert_eq!(resume.emitted_through(), 0);
@@ -144,5 +382,22 @@ mod tests {
         resume.emitted(1, Time::MAX);
         resume.emitted(0, Time::MAX);
         assert_eq!(resume.emitted_through(), Time::MAX);
+    }
+
+    #[test]
+    fn a_late_or_repeated_status_never_takes_back_what_was_learnt() {
+        let resume = started(2);
+        let old = resume.status(1);
+        resume.emitted(1, 90);
+        resume.share_basis(1, 5_000);
+        resume.shut_down(1, 2);
+        resume.merge(1, &old);
+        let now = resume.status(1);
+        assert_eq!((now.emitted, now.basis, now.shutdown), (90, 5_000, 2));
+        assert_eq!(resume.shutdown(), 2);
+        assert_eq!(resume.shared_basis(), Some(5_000));
+        assert!(!resume.run_failed());
+        resume.fail_run(0);
+        assert!(resume.run_failed() && !resume.all_know_run_failed());
     }
 }

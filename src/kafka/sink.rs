@@ -14,7 +14,7 @@
 //! per frontier advance, for all of its sinks at once, without waiting for
 //! the broker; offsets are committed only once every worker's messages up
 //! to a checkpoint past their results are acknowledged
-//! ([`Resume::emitted_through`]).
+//! ([`Resume::emitted_through`](super::resume::Resume::emitted_through)).
 //!
 //! On start each worker's sink reads its topic back, keeping the keys it
 //! owns, so it knows what an earlier run emitted. While the pipeline replays the input up to the offsets that run
@@ -26,7 +26,6 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use differential_dataflow::collection::VecCollection;
@@ -40,7 +39,7 @@ use timely::dataflow::operators::{Capability, Probe};
 use timely::dataflow::{ProbeHandle, StreamVec};
 use xxhash_rust::xxh3::{xxh3_64, Xxh3DefaultBuilder};
 
-use super::resume::Resume;
+use super::resume::WorkerResume;
 use super::topic::{compacted, read_topic, MessageProducer};
 use super::KafkaError;
 use crate::pipeline::Time;
@@ -104,7 +103,7 @@ fn key_owner(hash: u64, peers: usize) -> usize {
 /// acknowledges every topic's messages, instead of one flush per sink.
 pub(crate) struct SharedProducer {
     producer: MessageProducer,
-    resume: Arc<Resume>,
+    resume: WorkerResume,
     /// Every sink of the worker: its topic, its report, and the messages
     /// it produced since the last checkpoint.
     sinks: RefCell<Vec<(String, SinkHandle, Rc<Cell<u64>>)>>,
@@ -129,7 +128,7 @@ impl SharedProducer {
     pub(crate) fn new(target: &SinkTarget) -> Result<SharedProducer, KafkaError> {
         Ok(SharedProducer {
             producer: MessageProducer::new(&target.brokers, &target.client)?,
-            resume: Arc::clone(&target.resume),
+            resume: target.resume.clone(),
             sinks: RefCell::new(Vec::new()),
             checkpoints: RefCell::new(VecDeque::new()),
             failed: Cell::new(false),
@@ -296,7 +295,7 @@ impl SharedProducer {
 pub(crate) struct SinkTarget {
     pub(crate) brokers: String,
     pub(crate) client: BTreeMap<String, String>,
-    pub(crate) resume: Arc<Resume>,
+    pub(crate) resume: WorkerResume,
 }
 
 /// A rendered update: the message key and the row, as JSON objects.
@@ -306,7 +305,7 @@ type Rendered = (MessageKey, Vec<u8>);
 /// `producer` (`Err`: it could not be created), reporting into `handle`,
 /// and attaches `probe` after the sink: once the probe passes a time, every
 /// update before it has been produced (and once the workers have flushed,
-/// acknowledged: [`Resume::emitted_through`]).
+/// acknowledged: [`Resume::emitted_through`](super::resume::Resume::emitted_through)).
 pub(crate) fn sink_to_topic<'scope, D: OutputRecord>(
     collection: VecCollection<'scope, Time, D, isize>,
     topic: &str,
@@ -548,7 +547,7 @@ struct TopicWriter<D> {
     topic: String,
     mode: ChangelogMode,
     handle: SinkHandle,
-    resume: Arc<Resume>,
+    resume: WorkerResume,
     producer: Rc<SharedProducer>,
     /// Messages produced since the producer's last checkpoint.
     unflushed: Rc<Cell<u64>>,
@@ -597,7 +596,7 @@ impl<D: OutputRecord> TopicWriter<D> {
             topic: topic.to_owned(),
             mode,
             handle: handle.clone(),
-            resume: Arc::clone(&target.resume),
+            resume: target.resume.clone(),
             unflushed: producer.register(topic, &handle),
             producer,
             row_keys: json_keys(&D::columns()),
