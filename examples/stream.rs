@@ -9,6 +9,9 @@
 //! cargo run --release --example stream -- --brokers localhost:9092 --topic ad-events --group adflow
 //! # A real cluster, fed by adgen from this process too:
 //! cargo run --release --example stream -- --brokers 127.0.0.1:19092 --feed --rate 20000
+//! # Two processes of a timely cluster sharing the topic's partitions (run both;
+//! # hosts.txt lists host:port per process; process 0 shows the live view):
+//! cargo run --release --example stream -- --brokers localhost:9092 -w 2 -n 2 -p 0 -h hosts.txt
 //! ```
 //!
 //! Every output of the shared pipeline definition
@@ -28,7 +31,7 @@ use adflow::kafka::{
     produce_events, ChangelogMode, KafkaPipeline, KafkaSourceConfig, MessageProducer, Shutdown,
     StartFrom,
 };
-use adflow::pipeline::{Stamping, TimeConfig};
+use adflow::pipeline::{cluster_config, Stamping, TimeConfig};
 use adflow::timestamp::{parse_duration, Millis};
 use adflow_datagen::{Generator, GeneratorConfig};
 use adflow_operators::analytics::{AnalyticsConfig, AnalyticsExt};
@@ -42,7 +45,7 @@ use rdkafka::mocking::MockCluster;
 
 /// Stream ad events from Kafka through adflow into changelog topics.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, disable_help_flag = true)]
 struct Args {
     /// Kafka bootstrap servers. Without it, an embedded mock broker is
     /// started and fed from adgen.
@@ -88,9 +91,18 @@ struct Args {
     /// Partitions of the embedded broker's topics.
     #[arg(long, default_value_t = 4)]
     partitions: i32,
-    /// Worker threads.
+    /// Worker threads per process.
     #[arg(short = 'w', long = "workers", default_value_t = 2)]
     workers: usize,
+    /// Number of processes in the timely cluster (needs --brokers).
+    #[arg(short = 'n', long = "processes", default_value_t = 1)]
+    processes: usize,
+    /// Index of this process in the cluster.
+    #[arg(short = 'p', long = "process", default_value_t = 0)]
+    process: usize,
+    /// File of host:port addresses, one per process.
+    #[arg(short = 'h', long = "hostfile")]
+    hostfile: Option<std::path::PathBuf>,
     /// Campaigns in the live view.
     #[arg(long, default_value_t = 10)]
     top: usize,
@@ -100,6 +112,9 @@ struct Args {
     /// Extra librdkafka settings, `key=value`, repeatable (security, timeouts).
     #[arg(long = "client", value_parser = key_value)]
     client: Vec<(String, String)>,
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
 }
 
 fn key_value(text: &str) -> Result<(String, String), String> {
@@ -111,6 +126,9 @@ fn key_value(text: &str) -> Result<(String, String), String> {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let client: BTreeMap<String, String> = args.client.iter().cloned().collect();
+    if args.processes > 1 && args.brokers.is_none() {
+        bail!("a cluster of several processes needs a broker they all reach: --brokers");
+    }
 
     // The embedded broker lives as long as `main`.
     let embedded = match &args.brokers {
@@ -164,11 +182,18 @@ fn main() -> anyhow::Result<()> {
         client: client.clone(),
         ..KafkaSourceConfig::new(&brokers, &args.topic, &args.group)
     };
-    let pipeline = KafkaPipeline::new(source).time(time).workers(args.workers);
+    let timely = cluster_config(
+        args.workers,
+        args.processes,
+        args.process,
+        args.hostfile.as_deref(),
+    )?;
+    let pipeline = KafkaPipeline::new(source).time(time).timely_config(timely);
     let shutdown = pipeline.shutdown();
     // Ctrl-C stops reading, finishes the results of what was read, commits
-    // and prints the summary; a second Ctrl-C exits at once, which is safe
-    // too: offsets are committed only after delivery, so a restart recovers.
+    // and prints the summary (in a cluster, every process stops); a second
+    // Ctrl-C exits at once, which is safe too: offsets are committed only
+    // after delivery, so a restart recovers.
     let on_interrupt = shutdown.clone();
     let interrupted = AtomicBool::new(false);
     ctrlc::set_handler(move || {
@@ -180,26 +205,41 @@ fn main() -> anyhow::Result<()> {
     })
     .context("installing the Ctrl-C handler")?;
 
-    let feeding = embedded.is_some() || args.feed;
+    // Process 0 feeds, and the pipeline's finishing there finishes the cluster.
+    let feeding = (embedded.is_some() || args.feed) && args.process == 0;
+    // Set once the pipeline has stopped: a feed still running stops too.
+    let stopped = Arc::new(AtomicBool::new(false));
     let feeder = feeding.then(|| {
-        let (brokers, topic, client, shutdown) = (
+        let (brokers, topic, client, shutdown, stopped) = (
             brokers.clone(),
             args.topic.clone(),
             client.clone(),
             shutdown.clone(),
+            Arc::clone(&stopped),
         );
         let (rate, events, seed) = (args.rate, args.events, args.seed);
-        thread::spawn(move || feed(&brokers, &topic, &client, rate, events, seed, &shutdown))
+        thread::spawn(move || {
+            let feed = Feed {
+                brokers: &brokers,
+                topic: &topic,
+                client: &client,
+                rate,
+                events,
+                seed,
+            };
+            feed.run(&shutdown, &stopped)
+        })
     });
 
     let models = analytics.attribution.models.clone();
     let board = RoasBoard::default();
     let done = Arc::new(AtomicBool::new(false));
-    let view = {
+    // The board follows results gathered at worker 0, in process 0.
+    let view = (args.process == 0).then(|| {
         let (board, done) = (board.clone(), Arc::clone(&done));
         let (top, every) = (args.top, Duration::from_secs_f64(args.every.max(0.1)));
         thread::spawn(move || live_view(&board, &done, top, every))
-    };
+    });
 
     let prefix = args.prefix.clone();
     let worker_board = board.clone();
@@ -211,7 +251,10 @@ fn main() -> anyhow::Result<()> {
         results.emit(&models, streams.dead_letters, &mut topics);
     });
     done.store(true, Ordering::SeqCst);
-    let _ = view.join();
+    stopped.store(true, Ordering::SeqCst);
+    if let Some(view) = view {
+        let _ = view.join();
+    }
     if let Some(feeder) = feeder {
         match feeder.join() {
             Ok(result) => result?,
@@ -220,8 +263,10 @@ fn main() -> anyhow::Result<()> {
     }
     let summary = summary?;
 
-    print!("{}", board.render(&[Model::LastTouch], args.top));
-    let run = &summary.run;
+    if args.process == 0 {
+        print!("{}", board.render(&[Model::LastTouch], args.top));
+    }
+    let run = summary.run.cluster.as_deref().unwrap_or(&summary.run);
     println!(
         "\nread {} events ({} late, admitted as corrections) and {} dead letters in {:.2?} on {} workers: {} events/s; {} offset commits",
         HumanCount(run.events.total()),
@@ -232,6 +277,12 @@ fn main() -> anyhow::Result<()> {
         HumanCount(run.records_per_second() as u64),
         summary.commits,
     );
+    if args.process > 0 {
+        println!(
+            "  (process {} of {}: counts above are this process's share; process 0 reports the cluster)",
+            args.process, args.processes
+        );
+    }
     for (reason, count) in run.dead_letters.nonzero() {
         println!("  dead letters {reason}: {count}");
     }
@@ -247,66 +298,86 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Produces adgen's events as JSON messages at `rate` per second, keyed by
-/// event id; then tells the pipeline to finish once it has read them.
-fn feed(
-    brokers: &str,
-    topic: &str,
-    client: &BTreeMap<String, String>,
+/// adgen's events for the input topic.
+struct Feed<'a> {
+    brokers: &'a str,
+    topic: &'a str,
+    client: &'a BTreeMap<String, String>,
+    /// Events per second.
     rate: u64,
+    /// Events in all (0: a day of traffic at `rate`).
     events: u64,
     seed: u64,
-    shutdown: &Shutdown,
-) -> anyhow::Result<()> {
-    let producer = MessageProducer::new(brokers, client)?;
-    // Event time flows as fast as the feed: events start now and span the
-    // time the feed takes at `rate`, so watermarks advance with the wall
-    // clock as on a live stream. `--events 0` feeds a day of traffic.
-    let events = if events == 0 {
-        rate.max(1).saturating_mul(86_400)
-    } else {
-        events
-    };
-    let span_ms = match rate {
-        0 => GeneratorConfig::default().span_ms,
-        rate => i64::try_from(events.saturating_mul(1_000) / rate).unwrap_or(i64::MAX),
-    };
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| {
-            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Feed<'_> {
+    /// Produces adgen's events as JSON messages at `rate` per second, keyed by
+    /// event id, until they are all sent or `stopped`; then tells the pipeline
+    /// to finish once it has read them.
+    fn run(&self, shutdown: &Shutdown, stopped: &AtomicBool) -> anyhow::Result<()> {
+        let Feed {
+            brokers,
+            topic,
+            client,
+            rate,
+            events,
+            seed,
+        } = *self;
+        let producer = MessageProducer::new(brokers, client)?;
+        // Event time flows as fast as the feed: events start now and span the
+        // time the feed takes at `rate`, so watermarks advance with the wall
+        // clock as on a live stream. `--events 0` feeds a day of traffic.
+        let events = if events == 0 {
+            rate.max(1).saturating_mul(86_400)
+        } else {
+            events
+        };
+        let span_ms = match rate {
+            0 => GeneratorConfig::default().span_ms,
+            rate => i64::try_from(events.saturating_mul(1_000) / rate).unwrap_or(i64::MAX),
+        };
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| {
+                i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+            });
+        let span_ms = span_ms.max(1_000);
+        let default = GeneratorConfig::default();
+        let generator = Generator::new(GeneratorConfig {
+            seed,
+            events,
+            start_ms: now_ms,
+            span_ms,
+            // Conversions follow their clicks by up to a quarter of the span
+            // (adgen's default is up to 3 days), so that a feed of minutes
+            // shows attribution while it runs.
+            max_conversion_delay_ms: (span_ms / 4).clamp(1_000, default.max_conversion_delay_ms),
+            ..default
         });
-    let span_ms = span_ms.max(1_000);
-    let default = GeneratorConfig::default();
-    let generator = Generator::new(GeneratorConfig {
-        seed,
-        events,
-        start_ms: now_ms,
-        span_ms,
-        // Conversions follow their clicks by up to a quarter of the span
-        // (adgen's default is up to 3 days), so that a feed of minutes
-        // shows attribution while it runs.
-        max_conversion_delay_ms: (span_ms / 4).clamp(1_000, default.max_conversion_delay_ms),
-        ..default
-    });
-    let started = Instant::now();
-    let never = AtomicBool::new(false);
-    let records = generator.map(|event| event.record);
-    let sent = produce_events(&producer, topic, records, rate, &never)?;
-    eprintln!(
-        "fed {} events in {:.2?}",
-        HumanCount(sent),
-        started.elapsed()
-    );
-    shutdown.finish();
-    Ok(())
+        let started = Instant::now();
+        let records = generator.map(|event| event.record);
+        let sent = produce_events(&producer, topic, records, rate, stopped)?;
+        eprintln!(
+            "fed {} events in {:.2?}",
+            HumanCount(sent),
+            started.elapsed()
+        );
+        shutdown.finish();
+        Ok(())
+    }
 }
 
 /// Prints the last-touch leaderboard every `every` until `done`.
 fn live_view(board: &RoasBoard, done: &AtomicBool, top: usize, every: Duration) {
     let started = Instant::now();
+    let mut next = started + every;
     while !done.load(Ordering::SeqCst) {
-        thread::sleep(every);
+        // Short naps, so that the summary does not wait for a long `every`.
+        thread::sleep(Duration::from_millis(100));
+        if Instant::now() < next {
+            continue;
+        }
+        next += every;
         let text = board.render(&[Model::LastTouch], top);
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "\n[{:>6.1}s]{text}", started.elapsed().as_secs_f64());

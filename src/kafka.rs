@@ -6,10 +6,10 @@
 //! [`Pipeline`](crate::pipeline::Pipeline): it spreads the input topic's
 //! partitions over the timely workers (partition `p` goes to worker
 //! `p % workers`; in a cluster of several processes, of all the cluster's
-//! workers: [`KafkaPipeline::timely_config`]), parses each message with the same validator
-//! as the file sources (a message that is not a valid event becomes a
-//! [`DeadLetter`](crate::dead_letter::DeadLetter) at its partition and
-//! offset), admits events through the same
+//! workers: [`KafkaPipeline::timely_config`]), parses each message with
+//! the same validator as the file sources (a message that is not a valid
+//! event becomes a [`DeadLetter`](crate::dead_letter::DeadLetter) at its
+//! partition and offset), admits events through the same
 //! [`EventClock`], and hands the caller the
 //! same [`Streams`]. Outputs go to topics through [`KafkaOutputs::sink`],
 //! as upsert changelogs or raw diffs ([`ChangelogMode`]).
@@ -430,10 +430,10 @@ impl KafkaPipeline {
     }
 
     /// Calls `progress(t)` (on worker 0's thread, so in process 0 of a
-    /// cluster) each time the results
-    /// emitted by every worker pass a new time `t`: every result for the
-    /// times before `t` has been produced and acknowledged by the broker.
-    /// For lag monitoring and latency measurements.
+    /// cluster) each time the results emitted by every worker pass a new
+    /// time `t`: every result for the times before `t` has been produced
+    /// and acknowledged by the broker. For lag monitoring and latency
+    /// measurements.
     pub fn on_progress(mut self, progress: impl Fn(Time) + Send + Sync + 'static) -> KafkaPipeline {
         self.on_progress = Some(Arc::new(progress));
         self

@@ -367,6 +367,40 @@ fn refused_output_messages_fail_the_sink_and_commit_nothing() {
     assert_eq!(committed(&brokers, "refused", "events", 2), 0);
 }
 
+/// A worker whose source cannot open fails the whole run: the other
+/// worker, which opened its partition and would stream on for ever, stops
+/// too, and the run returns the error.
+#[test]
+fn a_worker_that_cannot_open_its_source_stops_the_others() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+    let (cluster, brokers, _) = cluster_with_events(2, 2_000, HOUR_MS);
+    // The first worker to ask for its committed offsets is refused.
+    cluster.request_errors(
+        RDKafkaApiKey::OffsetFetch,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED],
+    );
+    let config = KafkaSourceConfig::new(&brokers, "events", "refused-start");
+    let pipeline = KafkaPipeline::new(config).time(stream_time()).workers(2);
+    let run = thread::spawn(move || {
+        pipeline.run(|_scope, streams, outputs| {
+            let counts = hourly_kind_counts(streams.events);
+            outputs.sink(counts, "counts", ChangelogMode::Upsert, &streams.probe);
+        })
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !run.is_finished() {
+        assert!(Instant::now() < deadline, "the run did not stop");
+        thread::sleep(Duration::from_millis(50));
+    }
+    let error = run.join().expect("no panic").expect_err("the run fails");
+    assert!(
+        error.to_string().contains("committed offsets"),
+        "the refusal is the error: {error}"
+    );
+    assert_eq!(committed(&brokers, "refused-start", "events", 2), 0);
+}
+
 fn assert_sinks_ok(summary: &KafkaSummary) {
     assert!(summary.errors.is_empty(), "{:?}", summary.errors);
     for (topic, report) in &summary.sinks {
