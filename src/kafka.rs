@@ -467,8 +467,9 @@ impl KafkaPipeline {
     /// tell each other when replay is over and which results are emitted,
     /// so offsets are committed and topics reconciled as in one process. A
     /// stop or finish ([`Shutdown`]) asked of one process applies to the
-    /// whole cluster; an abort is a crash of this process only, after
-    /// which the others cannot go on and the cluster must be restarted.
+    /// whole cluster. An abort is a crash of this process; the others learn
+    /// of it, stop as well (their runs fail) and the cluster must be
+    /// restarted, as after any crash of one of its processes.
     pub fn timely_config(mut self, config: timely::Config) -> KafkaPipeline {
         self.timely = config;
         self
@@ -538,11 +539,15 @@ impl KafkaPipeline {
             };
             resume.started(index);
             // Stops at once, as a crash would, or because another worker
-            // could not start: returns the outcome if so.
+            // failed: returns the outcome if so. An abort is told to the
+            // others (they cannot go on without this worker) and lets the
+            // sinks give up waiting to reconcile, so the dataflow can end.
             let abort = |worker: &mut timely::worker::Worker,
                          gossip: &mut Gossip,
                          outcome: &mut WorkerOutcome| {
                 if shutdown.state() == ABORTING {
+                    resume.fail_run(index);
+                    gossip.tell();
                     outcome.aborted = true;
                 } else if resume.run_failed() {
                     outcome.peer_failed = true;
@@ -691,7 +696,15 @@ impl KafkaPipeline {
             outputs.flush();
             resume.emitted(index, Time::MAX);
             gossip.tell();
-            while resume.emitted_through() < Time::MAX && resume.committable() {
+            // In a cluster the others' last statuses (their sinks
+            // reconciled, their results emitted) may still be on their way.
+            // Done once everything is emitted and committable, or once a
+            // failed sink means nothing will be committed.
+            let settled = || {
+                resume.sink_failed_anywhere()
+                    || (resume.emitted_through() == Time::MAX && resume.committable())
+            };
+            while !settled() {
                 if abort(worker, &mut gossip, &mut outcome) {
                     return outcome;
                 }
@@ -737,7 +750,7 @@ impl KafkaPipeline {
         }
         if peer_failed {
             return Err(KafkaError::Worker(
-                "a worker in another process of the cluster could not start".to_owned(),
+                "a worker in another process of the cluster failed or was aborted".to_owned(),
             ));
         }
         summary.run.elapsed = started.elapsed();
@@ -766,7 +779,7 @@ struct WorkerOutcome {
     aborted: bool,
     /// This worker could not start.
     failure: Option<String>,
-    /// Another worker could not start, so this one stopped.
+    /// Another worker failed or was aborted, so this one stopped.
     peer_failed: bool,
 }
 

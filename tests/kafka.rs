@@ -603,8 +603,9 @@ fn child_role(run: Run) -> bool {
         std::process::exit(2);
     });
     let stop_at_end = std::env::var_os(CHILD_STOP_AT_END).is_some();
-    let mut pipeline = restartable(&brokers, stop_at_end);
-    if let Ok(place) = std::env::var(CHILD_CLUSTER) {
+    let cluster = std::env::var(CHILD_CLUSTER).ok();
+    let mut pipeline = restartable(&brokers, stop_at_end && cluster.is_none());
+    if let Some(place) = cluster {
         let (process, hosts) = place.split_once(',').expect("process,hostfile");
         let process = process.parse().expect("a process index");
         let config = cluster_config(
@@ -615,6 +616,11 @@ fn child_role(run: Run) -> bool {
         )
         .expect("cluster config");
         pipeline = pipeline.timely_config(config);
+        // Only process 0 is told to finish at the end of the input: the
+        // others stop because a finish asked of one process is the cluster's.
+        if stop_at_end && process == 0 {
+            pipeline.shutdown().finish();
+        }
     }
     let summary = run(pipeline, "restarted");
     assert_sinks_ok(&summary);
@@ -679,7 +685,9 @@ fn spawn_child(
 
 /// Starts a cluster of [`CLUSTER_PROCESSES`] child processes on fresh
 /// ports, each running `test` in its [`child_role`], logging to
-/// `<dir>/<name>-<process>.log`. Process 0 writes the records the cluster
+/// `<dir>/<name>-<process>.log`. With `stop_at_end`, only process 0 is
+/// asked to finish ([`Shutdown::finish`](adflow::kafka::Shutdown::finish));
+/// the others stop because it did. Process 0 writes the records the cluster
 /// read to `<dir>/<name>-records`. Returns each child with its log.
 fn spawn_cluster(
     test: &str,
@@ -1032,7 +1040,8 @@ fn full_pipeline_as_a_cluster_sigkilled_and_restarted_equals_an_uninterrupted_ru
 
 /// A timely cluster of two processes reading one topic leaves every output
 /// topic holding exactly the rows of a backfill over the same events, and
-/// process 0 counts the whole cluster's records.
+/// process 0 counts the whole cluster's records. Only process 0 is asked to
+/// finish: process 1 stops because the finish is the cluster's.
 #[test]
 fn full_pipeline_as_a_cluster_of_two_processes_equals_the_backfill() {
     if child_role(run_analytics) {

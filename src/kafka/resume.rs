@@ -43,7 +43,8 @@ pub(crate) struct WorkerStatus {
     reconciled: usize,
     /// One of its sinks could not deliver: offsets must not be committed.
     sink_failed: bool,
-    /// It could not start (its source did not open): the run fails.
+    /// It could not start (its source did not open) or was aborted: the
+    /// run fails.
     fatal: bool,
     /// It was asked to finish or stop (as [`super::Shutdown`]'s states).
     shutdown: u8,
@@ -122,6 +123,18 @@ impl Resume {
         self.update(worker, |known| known.merge(status));
     }
 
+    /// As if worker `worker`, in another process, had told that it has
+    /// started and replayed before `bound`.
+    #[cfg(test)]
+    pub(crate) fn hear_replayed(&self, worker: usize, bound: Time) {
+        let status = WorkerStatus {
+            started: true,
+            replayed: Some(bound),
+            ..WorkerStatus::default()
+        };
+        self.merge(worker, &status);
+    }
+
     /// Whether every worker of the cluster has started, and `all` holds
     /// for each.
     fn every_worker(&self, all: impl Fn(&WorkerStatus) -> bool) -> bool {
@@ -157,6 +170,12 @@ impl Resume {
     /// offsets are emitted is [`Resume::emitted_through`]'s to say.)
     pub(crate) fn committable(&self) -> bool {
         self.every_worker(|status| !status.sink_failed && status.reconciled >= status.sinks)
+    }
+
+    /// Whether a sink has failed somewhere: no offset will be committed in
+    /// this run any more.
+    pub(crate) fn sink_failed_anywhere(&self) -> bool {
+        self.lock().iter().any(|status| status.sink_failed)
     }
 
     /// Worker `worker`'s sinks have produced, and the broker acknowledged,
@@ -204,7 +223,7 @@ impl Resume {
             .unwrap_or(0)
     }
 
-    /// Worker `worker` cannot run: every worker aborts.
+    /// Worker `worker` cannot run or was aborted: every worker aborts.
     pub(crate) fn fail_run(&self, worker: usize) {
         self.update(worker, |status| status.fatal = true);
     }
@@ -257,6 +276,11 @@ impl WorkerResume {
     /// See [`Resume::reconcile_at`].
     pub(crate) fn reconcile_at(&self) -> Option<Time> {
         self.resume.reconcile_at()
+    }
+
+    /// See [`Resume::run_failed`].
+    pub(crate) fn run_failed(&self) -> bool {
+        self.resume.run_failed()
     }
 }
 

@@ -65,6 +65,10 @@ pub enum ChangelogMode {
 /// before it records an error (and reading a topic back, to finish).
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How often a sink that has not reconciled its topic yet looks whether it
+/// may, when nothing else wakes it.
+const RECONCILE_POLL: Duration = Duration::from_millis(5);
+
 /// A message key (a JSON object) with its hash, which picks the worker
 /// that produces it and, leading the key's order, makes sorting a batch of
 /// updates compare hashes instead of the long JSON prefix most keys of a
@@ -406,10 +410,12 @@ fn write<'scope, D: OutputRecord, V: ExchangeData>(
     let to_key_owner = Exchange::new(
         move |((key, _), _time, _diff): &((MessageKey, V), Time, isize)| key.owner(peers) as u64,
     );
+    let scope = updates.scope();
     updates.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
         to_key_owner,
         name,
-        move |capability, _info| {
+        move |capability, info| {
+            let activator = scope.activator_for(info.address);
             let mut held: Option<Capability<Time>> = Some(capability);
             move |(input, frontier), _output| {
                 input.for_each(|_stamp, updates| {
@@ -421,6 +427,21 @@ fn write<'scope, D: OutputRecord, V: ExchangeData>(
                 let frontier = frontier.frontier().as_option().copied();
                 if let Some(core) = core.as_mut() {
                     core.advance(frontier);
+                }
+                // Whether it may reconcile depends on what the other
+                // workers say (`Resume::reconcile_at`), which in a cluster
+                // can arrive after the input's last change: until then the
+                // sink looks again shortly, and keeps its capability once
+                // the input is done, so that the run does not end before
+                // the topic is reconciled.
+                if core
+                    .as_ref()
+                    .is_some_and(TopicWriter::awaits_reconciliation)
+                {
+                    activator.activate_after(RECONCILE_POLL);
+                    if frontier.is_none() {
+                        return;
+                    }
                 }
                 // The capability follows the input frontier only after
                 // the sink has produced what came before it.
@@ -637,6 +658,13 @@ impl<D: OutputRecord> TopicWriter<D> {
         Ok(writer)
     }
 
+    /// Whether the topic is still to be reconciled: not yet, and neither
+    /// the sink nor the run has failed (then nothing more is produced and
+    /// a restart reconciles).
+    fn awaits_reconciliation(&self) -> bool {
+        !self.reconciled && !self.producer.failed() && !self.resume.run_failed()
+    }
+
     fn absorb_upserts(&mut self, updates: &mut Vec<((MessageKey, D), Time, isize)>) {
         absorb_into(&mut self.pending_records, updates);
     }
@@ -846,5 +874,85 @@ fn add_row_diff(rows: &mut KeyMap<(Vec<u8>, i64)>, key: &[u8], row: &[u8], diff:
     entry.1 += diff;
     if entry.1 == 0 {
         rows.remove(row);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use differential_dataflow::input::Input;
+    use rdkafka::mocking::MockCluster;
+    use timely::dataflow::ProbeHandle;
+
+    use super::*;
+    use crate::counts::HourlyKindCount;
+    use crate::event::EventKind;
+    use crate::kafka::resume::Resume;
+
+    /// In a cluster, a worker may hear that the others have replayed only
+    /// after its sink's input has ended. The sink must still reconcile its
+    /// topic then, not let the run finish without producing. Here worker 1
+    /// of two is remote: its status is merged in only once worker 0's
+    /// input is closed and the dataflow has settled.
+    #[test]
+    fn a_sink_waits_to_reconcile_when_the_others_replay_after_its_input_ends() {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        let brokers = cluster.bootstrap_servers();
+        let resume = Arc::new(Resume::default());
+        resume.size(2);
+        let remote = Arc::clone(&resume);
+        timely::execute(timely::Config::thread(), move |worker| {
+            let target = SinkTarget {
+                brokers: brokers.clone(),
+                client: BTreeMap::new(),
+                resume: WorkerResume::new(&resume, 0),
+            };
+            let probe = ProbeHandle::new();
+            let producer = Rc::new(SharedProducer::new(&target).expect("producer"));
+            let mut input = worker.dataflow::<Time, _, _>(|scope| {
+                let (input, counts) = scope.new_collection::<HourlyKindCount, isize>();
+                let producer = Ok(Rc::clone(&producer));
+                let handle = SinkHandle::new("counts");
+                sink_to_topic(
+                    counts,
+                    "counts",
+                    ChangelogMode::Upsert,
+                    &target,
+                    producer,
+                    &probe,
+                    handle,
+                );
+                input
+            });
+            resume.started(0);
+            resume.replay_done(0, 1);
+            let count = HourlyKindCount {
+                hour: 0,
+                kind: EventKind::Click,
+                count: 3,
+            };
+            input.update_at(count, 0, 1);
+            drop(input);
+            for _ in 0..100 {
+                worker.step();
+            }
+            assert!(!probe.done(), "the sink holds on until it reconciles");
+            remote.hear_replayed(1, 1);
+            while !probe.done() {
+                worker.step_or_park(Some(Duration::from_millis(1)));
+            }
+            producer.flush();
+        })
+        .expect("timely");
+        let messages = read_topic(
+            &cluster.bootstrap_servers(),
+            "counts",
+            &BTreeMap::new(),
+            DELIVERY_TIMEOUT,
+        )
+        .expect("read back");
+        assert_eq!(messages.len(), 1, "the count was produced once reconciled");
     }
 }
