@@ -678,8 +678,15 @@ impl KafkaPipeline {
                 }
             }
             if replaying {
-                let bound = latest_stamp.map_or_else(|| clock.frontier(), |t| t + 1);
-                resume.replay_done(index, bound);
+                if reader.replaying() {
+                    // Stopped before it had read what the last run
+                    // committed: the state is partial, so the topics and
+                    // the commits are left as they are.
+                    resume.abandon_replay(index);
+                } else {
+                    let bound = latest_stamp.map_or_else(|| clock.frontier(), |t| t + 1);
+                    resume.replay_done(index, bound);
+                }
             }
             gossip.tell();
             let final_positions = reader.positions();
@@ -698,10 +705,11 @@ impl KafkaPipeline {
             gossip.tell();
             // In a cluster the others' last statuses (their sinks
             // reconciled, their results emitted) may still be on their way.
-            // Done once everything is emitted and committable, or once a
-            // failed sink means nothing will be committed.
+            // Done once everything is emitted and committable, or once
+            // nothing will be committed (a sink failed, or replay was cut
+            // short).
             let settled = || {
-                resume.sink_failed_anywhere()
+                resume.commits_ended()
                     || (resume.emitted_through() == Time::MAX && resume.committable())
             };
             while !settled() {

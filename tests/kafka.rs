@@ -367,6 +367,44 @@ fn refused_output_messages_fail_the_sink_and_commit_nothing() {
     assert_eq!(committed(&brokers, "refused", "events", 2), 0);
 }
 
+/// A restart stopped before it has replayed what the last run committed
+/// leaves the output topics and the commits as they were: its sinks hold
+/// only part of the state the topics reflect, which must not replace it.
+#[test]
+fn a_restart_stopped_during_replay_leaves_topics_and_commits_alone() {
+    let (_cluster, brokers, lines) = cluster_with_events(4, 20_000, 6 * HOUR_MS);
+    let pipeline = || {
+        KafkaPipeline::new(source(&brokers, "events", "halted"))
+            .time(stream_time())
+            .workers(2)
+    };
+    assert_sinks_ok(&run_counts(pipeline(), "halted"));
+    let counts = topic_state(&brokers, "halted-counts");
+    let diffs = raw_diff_state(&brokers, "halted-counts-diffs");
+    assert!(!counts.is_empty() && !diffs.is_empty());
+    assert_eq!(
+        committed(&brokers, "halted", "events", 4),
+        lines.len() as i64
+    );
+
+    // Stopped at once: replay has not even begun.
+    let restart = pipeline();
+    restart.shutdown().stop();
+    let stopped = run_counts(restart, "halted");
+    assert_sinks_ok(&stopped);
+    assert_eq!(topic_state(&brokers, "halted-counts"), counts);
+    assert_eq!(raw_diff_state(&brokers, "halted-counts-diffs"), diffs);
+    assert_eq!(
+        committed(&brokers, "halted", "events", 4),
+        lines.len() as i64
+    );
+
+    // A restart that runs to the end still finds the topics whole.
+    assert_sinks_ok(&run_counts(pipeline(), "halted"));
+    assert_eq!(topic_state(&brokers, "halted-counts"), counts);
+    assert_eq!(raw_diff_state(&brokers, "halted-counts-diffs"), diffs);
+}
+
 /// A worker whose source cannot open fails the whole run: the other
 /// worker, which opened its partition and would stream on for ever, stops
 /// too, and the run returns the error.

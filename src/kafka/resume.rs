@@ -37,6 +37,10 @@ pub(crate) struct WorkerStatus {
     /// It has read up to the offsets committed by the last run, and every
     /// event it read until then entered the dataflow before this time.
     replayed: Option<Time>,
+    /// It stopped before it had read up to those offsets: the sinks' state
+    /// is partial, so no topic may be reconciled with it and no offset
+    /// committed.
+    abandoned: bool,
     /// Its Kafka sinks that write (one per output topic).
     sinks: usize,
     /// Of those, how many have reconciled their topic with the replayed state.
@@ -61,6 +65,7 @@ impl Default for WorkerStatus {
         WorkerStatus {
             started: false,
             replayed: None,
+            abandoned: false,
             sinks: 0,
             reconciled: 0,
             sink_failed: false,
@@ -77,6 +82,7 @@ impl WorkerStatus {
     fn merge(&mut self, other: &WorkerStatus) {
         self.started |= other.started;
         self.replayed = self.replayed.max(other.replayed);
+        self.abandoned |= other.abandoned;
         self.sinks = self.sinks.max(other.sinks);
         self.reconciled = self.reconciled.max(other.reconciled);
         self.sink_failed |= other.sink_failed;
@@ -153,10 +159,22 @@ impl Resume {
         self.update(worker, |status| status.replayed = Some(bound));
     }
 
+    /// Worker `worker` stopped before it had read up to its committed
+    /// offsets.
+    pub(crate) fn abandon_replay(&self, worker: usize) {
+        self.update(worker, |status| status.abandoned = true);
+    }
+
+    /// Whether a worker stopped before it had replayed.
+    fn replay_abandoned(&self) -> bool {
+        self.lock().iter().any(|status| status.abandoned)
+    }
+
     /// Once every worker has replayed: the time a sink's input frontier must
-    /// pass before its state holds every replayed event.
+    /// pass before its state holds every replayed event. Never if a worker
+    /// stopped before it had.
     pub(crate) fn reconcile_at(&self) -> Option<Time> {
-        if !self.every_worker(|status| status.replayed.is_some()) {
+        if !self.every_worker(|status| status.replayed.is_some()) || self.replay_abandoned() {
             return None;
         }
         self.lock()
@@ -169,13 +187,15 @@ impl Resume {
     /// reconciled and none has failed. (Whether the results of given
     /// offsets are emitted is [`Resume::emitted_through`]'s to say.)
     pub(crate) fn committable(&self) -> bool {
-        self.every_worker(|status| !status.sink_failed && status.reconciled >= status.sinks)
+        !self.commits_ended() && self.every_worker(|status| status.reconciled >= status.sinks)
     }
 
-    /// Whether a sink has failed somewhere: no offset will be committed in
-    /// this run any more.
-    pub(crate) fn sink_failed_anywhere(&self) -> bool {
-        self.lock().iter().any(|status| status.sink_failed)
+    /// Whether no offset will be committed in this run any more: a sink
+    /// has failed, or a worker stopped before it had replayed.
+    pub(crate) fn commits_ended(&self) -> bool {
+        self.lock()
+            .iter()
+            .any(|status| status.sink_failed || status.abandoned)
     }
 
     /// Worker `worker`'s sinks have produced, and the broker acknowledged,
@@ -278,9 +298,10 @@ impl WorkerResume {
         self.resume.reconcile_at()
     }
 
-    /// See [`Resume::run_failed`].
-    pub(crate) fn run_failed(&self) -> bool {
-        self.resume.run_failed()
+    /// Whether the sink will never reconcile in this run: the run failed,
+    /// or a worker stopped before it had replayed.
+    pub(crate) fn never_reconciles(&self) -> bool {
+        self.resume.run_failed() || self.resume.replay_abandoned()
     }
 }
 
@@ -371,6 +392,17 @@ mod tests {
         assert!(resume.committable());
         sink.sink_failed();
         assert!(!resume.committable());
+    }
+
+    #[test]
+    fn a_worker_stopped_before_it_replayed_stops_reconciliation_and_commits() {
+        let resume = Arc::new(started(2));
+        WorkerResume::new(&resume, 0).register_sink();
+        resume.replay_done(0, 30);
+        resume.abandon_replay(1);
+        assert_eq!(resume.reconcile_at(), None);
+        assert!(!resume.committable() && resume.commits_ended());
+        assert!(WorkerResume::new(&resume, 0).never_reconciles());
     }
 
     #[test]

@@ -658,11 +658,11 @@ impl<D: OutputRecord> TopicWriter<D> {
         Ok(writer)
     }
 
-    /// Whether the topic is still to be reconciled: not yet, and neither
-    /// the sink nor the run has failed (then nothing more is produced and
-    /// a restart reconciles).
+    /// Whether the topic is still to be reconciled: not yet, the sink has
+    /// not failed, and the run still may (then nothing more is produced
+    /// and a restart reconciles).
     fn awaits_reconciliation(&self) -> bool {
-        !self.reconciled && !self.producer.failed() && !self.resume.run_failed()
+        !self.reconciled && !self.producer.failed() && !self.resume.never_reconciles()
     }
 
     fn absorb_upserts(&mut self, updates: &mut Vec<((MessageKey, D), Time, isize)>) {
