@@ -127,7 +127,8 @@ pub enum KafkaError {
     /// Timely could not start.
     #[error("timely: {0}")]
     Timely(String),
-    /// A worker thread panicked or could not open its partitions.
+    /// A worker thread panicked or could not open its partitions, or (in
+    /// a cluster) a worker of another process failed or was aborted.
     #[error("worker failed: {0}")]
     Worker(String),
 }
@@ -534,24 +535,28 @@ impl KafkaPipeline {
                 Err(error) => {
                     outcome.failure = Some(error.to_string());
                     gossip.fail_run(worker);
+                    abandon_dataflows(worker);
                     return outcome;
                 }
             };
             resume.started(index);
-            // Stops at once, as a crash would, or because another worker
-            // failed: returns the outcome if so. An abort is told to the
-            // others (they cannot go on without this worker) and lets the
-            // sinks give up waiting to reconcile, so the dataflow can end.
+            // Called on every turn of every loop the worker waits in: tells
+            // the others this worker's status, including a stop or finish
+            // asked of this process; and stops at once, as a crash would,
+            // or because another worker failed, returning true. An abort is
+            // told to the others (they cannot go on without this worker),
+            // and the dataflows are dropped, as they would not end.
             let abort = |worker: &mut timely::worker::Worker,
                          gossip: &mut Gossip,
                          outcome: &mut WorkerOutcome| {
-                if shutdown.state() == ABORTING {
-                    resume.fail_run(index);
-                    gossip.tell();
-                    outcome.aborted = true;
-                } else if resume.run_failed() {
-                    outcome.peer_failed = true;
+                let asked = shutdown.state();
+                outcome.aborted = asked == ABORTING;
+                resume.shut_down(index, asked.min(STOPPING));
+                gossip.tell();
+                outcome.peer_failed = !outcome.aborted && resume.run_failed();
+                if outcome.aborted || outcome.peer_failed {
                     gossip.fail_run(worker);
+                    abandon_dataflows(worker);
                 }
                 outcome.aborted || outcome.peer_failed
             };
@@ -568,9 +573,6 @@ impl KafkaPipeline {
                 if abort(worker, &mut gossip, &mut outcome) {
                     return outcome;
                 }
-                resume.shut_down(index, shutdown.state());
-                // What this worker did on its last turn, for the others.
-                gossip.tell();
                 let stop_at_end = match resume.shutdown() {
                     STOPPING => break,
                     FINISHING => true,
@@ -611,10 +613,7 @@ impl KafkaPipeline {
                         }
                     }
                 }
-                // Everything read so far entered the dataflow before `bound`.
-                let bound = latest_stamp
-                    .map_or_else(|| clock.frontier(), |t| t + 1)
-                    .max(clock.frontier() + 1);
+                let bound = read_bound(latest_stamp, &clock);
                 if replaying && !reader.replaying() {
                     replaying = false;
                     resume.replay_done(index, bound);
@@ -657,8 +656,15 @@ impl KafkaPipeline {
                 // the broker has acknowledged every message sent before its
                 // checkpoint. The worker does not wait for that: it goes on
                 // reading and computing while the broker answers.
+                // Only once this worker's sinks have reconciled their topics:
+                // before, they produce nothing, and a checkpoint acknowledged
+                // then would vouch for results the reconciliation has yet to
+                // deliver. The first one after covers its messages.
                 let passed = probe.with_frontier(|frontier| frontier.first().copied());
-                if let Some(time) = passed.filter(|time| *time > produced) {
+                if let Some(time) = passed
+                    .filter(|time| *time > produced)
+                    .filter(|_| resume.sinks_reconciled(index))
+                {
                     produced = time;
                     outputs.checkpoint(time);
                 }
@@ -684,8 +690,7 @@ impl KafkaPipeline {
                     // the commits are left as they are.
                     resume.abandon_replay(index);
                 } else {
-                    let bound = latest_stamp.map_or_else(|| clock.frontier(), |t| t + 1);
-                    resume.replay_done(index, bound);
+                    resume.replay_done(index, read_bound(latest_stamp, &clock));
                 }
             }
             gossip.tell();
@@ -727,13 +732,15 @@ impl KafkaPipeline {
                 outcome.summary.operators = recording.finish(worker);
             }
             outcome.summary.input_bytes = reader.bytes;
-            outcome.summary.cluster = gather_at_worker_zero(worker, &outcome.summary);
             outcome.errors.append(&mut reader.errors);
+            // A peer aborted now has committed what it could: stop waiting.
+            let gone = || shutdown.state() == ABORTING || resume.run_failed();
+            outcome.summary.cluster = gather_at_worker_zero(worker, &outcome.summary, gone);
             // The others may still be waiting to hear that this worker is done.
             drop(gossip);
             while worker.step_or_park(Some(IDLE_STEP)) {
-                if shutdown.state() == ABORTING {
-                    break;
+                if gone() {
+                    abandon_dataflows(worker);
                 }
             }
             outcome
@@ -775,6 +782,22 @@ impl KafkaPipeline {
             .map(|(topic, handle)| (topic.clone(), handle.report()))
             .collect();
         Ok(summary)
+    }
+}
+
+/// Everything this worker has read entered the dataflow before this time.
+fn read_bound(latest_stamp: Option<Time>, clock: &EventClock) -> Time {
+    latest_stamp
+        .map_or_else(|| clock.frontier(), |t| t + 1)
+        .max(clock.frontier() + 1)
+}
+
+/// Drops every dataflow of `worker`, which will not end as they should
+/// (the run was aborted, or a peer is gone): otherwise timely would step
+/// them, after the worker's closure returns, until they do.
+fn abandon_dataflows(worker: &mut timely::worker::Worker) {
+    for dataflow in worker.installed_dataflows() {
+        worker.drop_dataflow(dataflow);
     }
 }
 

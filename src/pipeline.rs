@@ -557,7 +557,7 @@ impl Pipeline {
             if let Some(recording) = recording {
                 summary.operators = recording.finish(worker);
             }
-            summary.cluster = gather_at_worker_zero(worker, &summary);
+            summary.cluster = gather_at_worker_zero(worker, &summary, || false);
             summary
         })
         .map_err(PipelineError::Timely)?;
@@ -586,10 +586,12 @@ impl Pipeline {
 
 /// Sends every worker's summary to worker 0 of the cluster, which returns
 /// their sum (with `workers` = the cluster's workers); other workers return
-/// `None`.
+/// `None`, and so does worker 0 if it stops waiting because `gone` says a
+/// peer will never send its summary.
 pub(crate) fn gather_at_worker_zero(
     worker: &mut timely::worker::Worker,
     summary: &RunSummary,
+    gone: impl Fn() -> bool,
 ) -> Option<Box<RunSummary>> {
     use std::cell::RefCell;
     use std::rc::Rc;
@@ -610,6 +612,9 @@ pub(crate) fn gather_at_worker_zero(
     input.send(mine);
     drop(input);
     while !probe.done() {
+        if gone() {
+            return None;
+        }
         worker.step();
     }
     let gathered = gathered.take();

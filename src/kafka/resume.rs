@@ -183,6 +183,12 @@ impl Resume {
             .max()
     }
 
+    /// Whether every sink of worker `worker` has reconciled its topic.
+    pub(crate) fn sinks_reconciled(&self, worker: usize) -> bool {
+        let status = self.status(worker);
+        status.reconciled >= status.sinks
+    }
+
     /// Whether offsets may be committed: every worker's sinks have
     /// reconciled and none has failed. (Whether the results of given
     /// offsets are emitted is [`Resume::emitted_through`]'s to say.)
@@ -226,7 +232,8 @@ impl Resume {
     }
 
     /// Worker `worker` was asked to finish or stop (`state`, as
-    /// [`super::Shutdown`] keeps it; an abort is a crash and is not told).
+    /// [`super::Shutdown`] keeps it; an abort is told as a failure,
+    /// [`Resume::fail_run`]).
     pub(crate) fn shut_down(&self, worker: usize, state: u8) {
         self.update(worker, |status| {
             status.shutdown = status.shutdown.max(state)
