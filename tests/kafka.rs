@@ -12,6 +12,7 @@
 //! (`assert_log_kept`).
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -603,6 +604,10 @@ enum Kill {
     /// As `Process`, with a timely cluster of two child processes of two
     /// workers each: both are killed, and the restart is another cluster.
     Cluster(&'static str),
+    /// As `Cluster`, but only process 1 is asked to stop (as Ctrl-C would):
+    /// both must stop cleanly, process 0 because the stop is the
+    /// cluster's.
+    ClusterStop(&'static str),
 }
 
 /// Tells a child process started by [`spawn_child`] the brokers to read.
@@ -611,6 +616,8 @@ const CHILD_BROKERS: &str = "ADFLOW_TEST_CHILD_BROKERS";
 const CHILD_STOP_AT_END: &str = "ADFLOW_TEST_CHILD_STOP_AT_END";
 /// In a child that is one process of a cluster: `<process>,<hostfile>`.
 const CHILD_CLUSTER: &str = "ADFLOW_TEST_CHILD_CLUSTER";
+/// A line that stops a child's run when written to its stdin.
+const STOP: &str = "stop";
 /// Where process 0 of a cluster writes how many records the cluster read.
 const CHILD_RECORDS: &str = "ADFLOW_TEST_CHILD_RECORDS";
 
@@ -633,13 +640,6 @@ fn child_role(run: Run) -> bool {
     let Ok(brokers) = std::env::var(CHILD_BROKERS) else {
         return false;
     };
-    // The parent holds our stdin open: if it dies, even by SIGKILL, stdin
-    // ends and so does this process, rather than streaming forever from a
-    // broker that went with it.
-    thread::spawn(|| {
-        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
-        std::process::exit(2);
-    });
     let stop_at_end = std::env::var_os(CHILD_STOP_AT_END).is_some();
     let cluster = std::env::var(CHILD_CLUSTER).ok();
     let mut pipeline = restartable(&brokers, stop_at_end && cluster.is_none());
@@ -660,6 +660,19 @@ fn child_role(run: Run) -> bool {
             pipeline.shutdown().finish();
         }
     }
+    // The parent holds our stdin open: a line `stop` stops the run as
+    // Ctrl-C does in the stream example; and if the parent dies, even by
+    // SIGKILL, stdin ends and so does this process, rather than streaming
+    // forever from a broker that went with it.
+    let shutdown = pipeline.shutdown();
+    thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            if line.is_ok_and(|line| line == STOP) {
+                shutdown.stop();
+            }
+        }
+        std::process::exit(2);
+    });
     let summary = run(pipeline, "restarted");
     assert_sinks_ok(&summary);
     if let (Some(cluster), Some(path)) = (&summary.run.cluster, std::env::var_os(CHILD_RECORDS)) {
@@ -853,7 +866,7 @@ fn killed_and_restarted_equals_uninterrupted(
             assert!(!status.success(), "the child was killed, not finished");
             std::fs::read_to_string(&log).unwrap_or_default()
         }
-        Kill::Cluster(test) => {
+        Kill::Cluster(test) | Kill::ClusterStop(test) => {
             let mut children = spawn_cluster(test, &brokers, false, logs.path(), "killed");
             wait_for_commit(&mut || {
                 for (child, log) in &mut children {
@@ -864,11 +877,21 @@ fn killed_and_restarted_equals_uninterrupted(
                 }
             });
             let mut output = String::new();
-            for (mut child, log) in children {
-                child.0.kill().expect("SIGKILL");
-                let status = child.0.wait().expect("killed child");
-                assert!(!status.success(), "the child was killed, not finished");
-                output += &std::fs::read_to_string(&log).unwrap_or_default();
+            if let Kill::ClusterStop(_) = kill {
+                let (child, _) = &mut children[1];
+                let stdin = child.0.stdin.as_mut().expect("the child's stdin");
+                writeln!(stdin, "{STOP}").expect("ask process 1 to stop");
+                for (child, log) in children {
+                    wait_for_child(child, Duration::from_secs(120), &log);
+                    output += &std::fs::read_to_string(&log).unwrap_or_default();
+                }
+            } else {
+                for (mut child, log) in children {
+                    child.0.kill().expect("SIGKILL");
+                    let status = child.0.wait().expect("killed child");
+                    assert!(!status.success(), "the child was killed, not finished");
+                    output += &std::fs::read_to_string(&log).unwrap_or_default();
+                }
             }
             output
         }
@@ -887,7 +910,7 @@ fn killed_and_restarted_equals_uninterrupted(
             let child = spawn_child(test, &brokers, true, &log, None);
             wait_for_child(child, Duration::from_secs(600), &log);
         }
-        Kill::Cluster(test) => {
+        Kill::Cluster(test) | Kill::ClusterStop(test) => {
             for (child, log) in spawn_cluster(test, &brokers, true, logs.path(), "restarted") {
                 wait_for_child(child, Duration::from_secs(600), &log);
             }
@@ -1072,6 +1095,24 @@ fn full_pipeline_as_a_cluster_sigkilled_and_restarted_equals_an_uninterrupted_ru
         "metrics-hourly-diffs",
         Kill::Cluster(
             "full_pipeline_as_a_cluster_sigkilled_and_restarted_equals_an_uninterrupted_run",
+        ),
+    );
+}
+
+/// The restartable pipeline run as a timely cluster of two processes, of
+/// which only process 1 is asked to stop once it has committed: both stop
+/// cleanly, and a restarted cluster leaves every output topic as an
+/// uninterrupted run in one process does.
+#[test]
+fn full_pipeline_as_a_cluster_stopped_through_one_process_and_restarted_equals_an_uninterrupted_run(
+) {
+    let outputs = output_names(&AnalyticsConfig::default().attribution.models);
+    killed_and_restarted_equals_uninterrupted(
+        run_analytics,
+        &outputs,
+        "metrics-hourly-diffs",
+        Kill::ClusterStop(
+            "full_pipeline_as_a_cluster_stopped_through_one_process_and_restarted_equals_an_uninterrupted_run",
         ),
     );
 }
