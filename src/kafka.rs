@@ -549,11 +549,15 @@ impl KafkaPipeline {
             let abort = |worker: &mut timely::worker::Worker,
                          gossip: &mut Gossip,
                          outcome: &mut WorkerOutcome| {
+                // In this order: a worker of this process marks the run
+                // failed only after the abort is asked, so an abort seen
+                // through a sibling's mark is seen as an abort here too.
+                let failed = resume.run_failed();
                 let asked = shutdown.state();
                 outcome.aborted = asked == ABORTING;
+                outcome.peer_failed = !outcome.aborted && failed;
                 resume.shut_down(index, asked.min(STOPPING));
                 gossip.tell();
-                outcome.peer_failed = !outcome.aborted && resume.run_failed();
                 if outcome.aborted || outcome.peer_failed {
                     gossip.fail_run(worker);
                     abandon_dataflows(worker);
@@ -713,13 +717,17 @@ impl KafkaPipeline {
             // Done once everything is emitted and committable, or once
             // nothing will be committed (a sink failed, or replay was cut
             // short).
+            // An abort asked during the flush is honoured before committing.
             let settled = || {
                 resume.commits_ended()
                     || (resume.emitted_through() == Time::MAX && resume.committable())
             };
-            while !settled() {
+            loop {
                 if abort(worker, &mut gossip, &mut outcome) {
                     return outcome;
+                }
+                if settled() {
+                    break;
                 }
                 worker.step_or_park(Some(IDLE_STEP));
             }
@@ -733,13 +741,20 @@ impl KafkaPipeline {
             }
             outcome.summary.input_bytes = reader.bytes;
             outcome.errors.append(&mut reader.errors);
-            // A peer aborted now has committed what it could: stop waiting.
+            // Offsets are committed. An abort now, here or in a peer, only
+            // cuts the summary short; it is told as any abort, so that no
+            // peer waits for a summary that will not come.
             let gone = || shutdown.state() == ABORTING || resume.run_failed();
             outcome.summary.cluster = gather_at_worker_zero(worker, &outcome.summary, gone);
-            // The others may still be waiting to hear that this worker is done.
+            if gone() && abort(worker, &mut gossip, &mut outcome) {
+                return outcome;
+            }
+            // The others may still be waiting to hear that this worker is
+            // done: its gossip input closes, and the dataflows end once
+            // every worker's has (unless a peer failed, which never closes).
             drop(gossip);
             while worker.step_or_park(Some(IDLE_STEP)) {
-                if gone() {
+                if resume.run_failed() {
                     abandon_dataflows(worker);
                 }
             }

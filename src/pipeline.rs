@@ -615,7 +615,7 @@ pub(crate) fn gather_at_worker_zero(
         if gone() {
             return None;
         }
-        worker.step();
+        worker.step_or_park(Some(std::time::Duration::from_millis(1)));
     }
     let gathered = gathered.take();
     (worker.index() == 0).then(|| {

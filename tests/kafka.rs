@@ -797,7 +797,7 @@ fn wait_for_child(mut child: ChildProcess, limit: Duration, log: &std::path::Pat
     let output = std::fs::read_to_string(log).unwrap_or_default();
     // A child that matched no test (say, after a rename) exits 0 too.
     if status.is_none_or(|status| !status.success()) || !output.contains("1 passed") {
-        panic!("the restarted child process failed ({status:?}):\n{output}");
+        panic!("the child process failed ({status:?}):\n{output}");
     }
 }
 

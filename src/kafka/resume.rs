@@ -360,12 +360,13 @@ impl Gossip {
     }
 
     /// Marks the run failed, tells the others, and steps `worker` until
-    /// every worker knows (each does the same on learning it) or a few
-    /// seconds have passed (a peer may be gone).
+    /// every worker knows (each does the same on learning it) or half a
+    /// second has passed: enough for the news to leave this process, and
+    /// a peer that is busy (or gone) is not waited for.
     pub(crate) fn fail_run(&mut self, worker: &mut Worker) {
         self.resume.fail_run(self.worker);
         self.tell();
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_millis(500);
         while !self.resume.all_know_run_failed() && Instant::now() < deadline {
             worker.step_or_park(Some(Duration::from_millis(1)));
         }
