@@ -714,10 +714,10 @@ impl KafkaPipeline {
             gossip.tell();
             // In a cluster the others' last statuses (their sinks
             // reconciled, their results emitted) may still be on their way.
-            // Done once everything is emitted and committable, or once
+            // Settled once everything is emitted and committable, or once
             // nothing will be committed (a sink failed, or replay was cut
-            // short).
-            // An abort asked during the flush is honoured before committing.
+            // short); an abort asked meanwhile, even during the flush, is
+            // honoured before committing.
             let settled = || {
                 resume.commits_ended()
                     || (resume.emitted_through() == Time::MAX && resume.committable())

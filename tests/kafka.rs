@@ -22,8 +22,8 @@ use adflow::counts::hourly_kind_counts;
 use adflow::dead_letter::Reason;
 use adflow::event::{EventKind, EventRecord};
 use adflow::kafka::{
-    client_config, compacted, read_topic, ChangelogMode, KafkaPipeline, KafkaSourceConfig,
-    KafkaSummary, MessageProducer,
+    client_config, compacted, read_topic, ChangelogMode, KafkaError, KafkaPipeline,
+    KafkaSourceConfig, KafkaSummary, MessageProducer,
 };
 use adflow::pipeline::{cluster_config, Pipeline, TimeConfig};
 use adflow::sinks::{OutputFormat, SinkSet};
@@ -355,14 +355,10 @@ fn refused_output_messages_fail_the_sink_and_commit_nothing() {
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 10_000],
     );
 
-    let summary = KafkaPipeline::new(source(&brokers, "events", "refused"))
+    let pipeline = KafkaPipeline::new(source(&brokers, "events", "refused"))
         .time(stream_time())
-        .workers(2)
-        .run(|_scope, streams, outputs| {
-            let counts = hourly_kind_counts(streams.events);
-            outputs.sink(counts, "counts", ChangelogMode::Upsert, &streams.probe);
-        })
-        .expect("kafka pipeline");
+        .workers(2);
+    let summary = counts_to(pipeline, "counts").expect("kafka pipeline");
     let report = summary.sinks.get("counts").expect("the sink's report");
     assert!(!report.is_ok(), "the refusal is reported: {report:?}");
     assert_eq!(committed(&brokers, "refused", "events", 2), 0);
@@ -421,12 +417,7 @@ fn a_worker_that_cannot_open_its_source_stops_the_others() {
     );
     let config = KafkaSourceConfig::new(&brokers, "events", "refused-start");
     let pipeline = KafkaPipeline::new(config).time(stream_time()).workers(2);
-    let run = thread::spawn(move || {
-        pipeline.run(|_scope, streams, outputs| {
-            let counts = hourly_kind_counts(streams.events);
-            outputs.sink(counts, "counts", ChangelogMode::Upsert, &streams.probe);
-        })
-    });
+    let run = thread::spawn(move || counts_to(pipeline, "counts"));
     let deadline = Instant::now() + Duration::from_secs(60);
     while !run.is_finished() {
         assert!(Instant::now() < deadline, "the run did not stop");
@@ -447,20 +438,22 @@ fn assert_sinks_ok(summary: &KafkaSummary) {
     }
 }
 
-/// Runs `pipeline` on a thread; returns its join handle and shutdown.
+/// Runs `pipeline` with its hourly counts per kind as the upsert topic
+/// `output`.
+fn counts_to(pipeline: KafkaPipeline, output: &'static str) -> Result<KafkaSummary, KafkaError> {
+    pipeline.run(move |_scope, streams, outputs| {
+        let counts = hourly_kind_counts(streams.events);
+        outputs.sink(counts, output, ChangelogMode::Upsert, &streams.probe);
+    })
+}
+
+/// Runs [`counts_to`] on a thread; returns its join handle and shutdown.
 fn spawn_counts(
     pipeline: KafkaPipeline,
     output: &'static str,
 ) -> (thread::JoinHandle<KafkaSummary>, adflow::kafka::Shutdown) {
     let shutdown = pipeline.shutdown();
-    let handle = thread::spawn(move || {
-        pipeline
-            .run(move |_scope, streams, outputs| {
-                let counts = hourly_kind_counts(streams.events);
-                outputs.sink(counts, output, ChangelogMode::Upsert, &streams.probe);
-            })
-            .expect("kafka pipeline")
-    });
+    let handle = thread::spawn(move || counts_to(pipeline, output).expect("kafka pipeline"));
     (handle, shutdown)
 }
 

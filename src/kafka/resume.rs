@@ -141,6 +141,11 @@ impl Resume {
         self.merge(worker, &status);
     }
 
+    /// Whether `holds` holds for any worker's status as known here.
+    fn any_worker(&self, holds: impl Fn(&WorkerStatus) -> bool) -> bool {
+        self.lock().iter().any(holds)
+    }
+
     /// Whether every worker of the cluster has started, and `all` holds
     /// for each.
     fn every_worker(&self, all: impl Fn(&WorkerStatus) -> bool) -> bool {
@@ -167,7 +172,7 @@ impl Resume {
 
     /// Whether a worker stopped before it had replayed.
     fn replay_abandoned(&self) -> bool {
-        self.lock().iter().any(|status| status.abandoned)
+        self.any_worker(|status| status.abandoned)
     }
 
     /// Once every worker has replayed: the time a sink's input frontier must
@@ -199,9 +204,7 @@ impl Resume {
     /// Whether no offset will be committed in this run any more: a sink
     /// has failed, or a worker stopped before it had replayed.
     pub(crate) fn commits_ended(&self) -> bool {
-        self.lock()
-            .iter()
-            .any(|status| status.sink_failed || status.abandoned)
+        self.any_worker(|status| status.sink_failed || status.abandoned)
     }
 
     /// Worker `worker`'s sinks have produced, and the broker acknowledged,
@@ -257,7 +260,7 @@ impl Resume {
 
     /// Whether a worker could not run.
     pub(crate) fn run_failed(&self) -> bool {
-        self.lock().iter().any(|status| status.fatal)
+        self.any_worker(|status| status.fatal)
     }
 
     /// Whether every worker knows that the run failed.
