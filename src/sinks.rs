@@ -780,6 +780,12 @@ pub enum SinkError {
         /// Its multiplicity.
         multiplicity: isize,
     },
+    /// The thread writing a snapshot file panicked; the file may be missing.
+    #[error("{sink}: the thread writing the output panicked")]
+    WriterPanicked {
+        /// The sink name.
+        sink: String,
+    },
     /// A dataflow time does not fit the `time` column (I64); written as null.
     #[error("{sink}: time {time} does not fit a signed 64-bit column")]
     TimeOutOfRange {

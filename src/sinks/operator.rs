@@ -4,7 +4,9 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
 
 use differential_dataflow::collection::VecCollection;
 use differential_dataflow::consolidation::consolidate;
@@ -15,6 +17,7 @@ use timely::dataflow::operators::{Capability, Probe};
 use timely::dataflow::ProbeHandle;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
+use timely::scheduling::SyncActivator;
 
 use super::output::Output;
 use super::{limit_length, Column, OutputRecord, SinkError, SinkMode, SinkSpec, Value};
@@ -170,12 +173,14 @@ where
         let writes = self.scope().index() == 0;
         let mut core = SinkCore::<T, D>::new(spec, writes, handle.clone());
         let to_worker_zero = Exchange::new(|_update: &(D, T, isize)| 0u64);
+        let scope = self.scope();
         self.inner
             .unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
                 to_worker_zero,
                 name,
-                move |capability, _info| {
+                move |capability, info| {
                     let mut held: Option<Capability<T>> = Some(capability);
+                    let activator = scope.worker().sync_activator_for(info.address.to_vec());
                     move |(input, frontier), _output| {
                         input.for_each(|_stamp, updates| core.absorb(updates));
                         match frontier.frontier().as_option() {
@@ -190,8 +195,11 @@ where
                                 }
                             }
                             None => {
-                                core.close();
-                                held = None;
+                                core.close(&activator);
+                                // The probe is done only once the output is complete.
+                                if core.written() {
+                                    held = None;
+                                }
                             }
                         }
                     }
@@ -230,6 +238,9 @@ struct SinkCore<T, D> {
     changes: BTreeMap<T, Vec<(D, isize)>>,
     /// Changelog mode: the open output.
     output: Option<Output>,
+    /// Snapshot mode, once the input has ended: the thread writing the
+    /// file.
+    writer: Option<Writer>,
     /// An output error ended writing; later updates are dropped.
     failed: bool,
     closed: bool,
@@ -250,6 +261,7 @@ where
             settled: 0,
             changes: BTreeMap::new(),
             output: None,
+            writer: None,
             failed: false,
             closed: false,
         }
@@ -355,14 +367,25 @@ where
     }
 
     /// The input has ended: writes what remains and finishes the output.
-    fn close(&mut self) {
+    ///
+    /// A snapshot to a file is written on a thread of its own, which
+    /// activates the operator through `activator` when done: the writing
+    /// worker holds every sink's contents, and writing them one after the
+    /// other on it while the other workers idled was the last several
+    /// seconds of a backfill (docs/benchmarks.md). [`SinkCore::written`]
+    /// tells when the thread is done.
+    fn close(&mut self, activator: &SyncActivator) {
         if self.closed {
             return;
         }
         self.closed = true;
         if self.writes && !self.failed {
             let result = match self.spec.mode {
-                SinkMode::Snapshot => self.write_snapshot(),
+                SinkMode::Snapshot if self.spec.dir.is_some() => {
+                    self.write_snapshot_on_a_thread(activator);
+                    return;
+                }
+                SinkMode::Snapshot => self.take_snapshot().write(),
                 SinkMode::Changelog => self.finish_changelog(),
             };
             if let Err(error) = result {
@@ -375,33 +398,67 @@ where
         self.handle.close();
     }
 
-    fn write_snapshot(&mut self) -> Result<(), SinkError> {
-        let mut output = Output::open(&self.spec, self.columns.clone(), true)?;
-        self.settle();
-        let mut contents = std::mem::take(&mut self.contents);
+    /// What a snapshot sink writes at the end, taken out of the core.
+    fn take_snapshot(&mut self) -> Snapshot<D> {
         self.settled = 0;
-        contents.retain(|(record, count)| {
-            if *count < 0 {
-                self.handle.record(SinkError::NegativeMultiplicity {
-                    sink: self.spec.name.clone(),
-                    record: limit_length(&format!("{record:?}"), 256),
-                    multiplicity: *count,
-                });
-            }
-            *count >= 0
-        });
-        sort_as_written(&mut contents);
-        for (record, count) in contents {
-            let row = record.values();
-            for _ in 0..count {
-                output.write(&row)?;
+        Snapshot {
+            spec: self.spec.clone(),
+            columns: self.columns.clone(),
+            handle: self.handle.clone(),
+            contents: std::mem::take(&mut self.contents),
+        }
+    }
+
+    /// Moves the contents to a thread that writes them, records any error
+    /// and closes the handle. Writes them here if no thread can start.
+    fn write_snapshot_on_a_thread(&mut self, activator: &SyncActivator) {
+        // Shared so that it can be taken back if the thread does not start.
+        let snapshot = Arc::new(Mutex::new(Some(self.take_snapshot())));
+        let for_thread = Arc::clone(&snapshot);
+        let finished = Finished {
+            flag: Arc::new(AtomicBool::new(false)),
+            activator: activator.clone(),
+        };
+        let flag = Arc::clone(&finished.flag);
+        let spawned = std::thread::Builder::new()
+            .name(format!("sink {}", self.spec.name))
+            .spawn(move || {
+                // Dropped last, and also if writing panics.
+                let _finished = finished;
+                if let Some(snapshot) = take_once(&for_thread) {
+                    snapshot.write_and_close();
+                }
+            });
+        match spawned {
+            Ok(thread) => self.writer = Some(Writer { thread, flag }),
+            Err(_) => {
+                if let Some(snapshot) = take_once(&snapshot) {
+                    snapshot.write_and_close();
+                }
             }
         }
-        self.handle.set_rows(output.rows());
-        let (path, rows) = output.finish()?;
-        self.handle.set_rows(rows);
-        self.handle.set_path(path);
-        Ok(())
+    }
+
+    /// Whether the output is complete: the input has ended and no thread
+    /// is still writing. Reaps a finished thread, and records one that
+    /// panicked as an error.
+    fn written(&mut self) -> bool {
+        match &self.writer {
+            None => self.closed,
+            Some(writer) if !writer.flag.load(Ordering::Acquire) => false,
+            Some(_) => {
+                if let Some(writer) = self.writer.take() {
+                    // The thread is past writing; this waits for it to exit.
+                    if writer.thread.join().is_err() {
+                        self.handle.record(SinkError::WriterPanicked {
+                            sink: self.spec.name.clone(),
+                        });
+                        self.handle.close();
+                    }
+                }
+                true
+            }
+        }
     }
 
     fn finish_changelog(&mut self) -> Result<(), SinkError> {
@@ -428,4 +485,87 @@ where
         self.settled = 0;
         self.changes.clear();
     }
+}
+
+/// The final contents of a snapshot sink and what it needs to write them.
+struct Snapshot<D> {
+    spec: SinkSpec,
+    columns: Vec<Column>,
+    handle: SinkHandle,
+    /// The updates received, consolidated up to some point.
+    contents: Vec<(D, isize)>,
+}
+
+impl<D: OutputRecord> Snapshot<D> {
+    /// Writes the contents, records any error, and closes the handle.
+    fn write_and_close(self) {
+        let handle = self.handle.clone();
+        if let Err(error) = self.write() {
+            handle.record(error);
+        }
+        handle.close();
+    }
+
+    /// Consolidates, sorts and writes the contents; a record with a
+    /// negative multiplicity is reported and left out.
+    fn write(self) -> Result<(), SinkError> {
+        let Snapshot {
+            spec,
+            columns,
+            handle,
+            mut contents,
+        } = self;
+        let mut output = Output::open(&spec, columns, true)?;
+        consolidate(&mut contents);
+        contents.retain(|(record, count)| {
+            if *count < 0 {
+                handle.record(SinkError::NegativeMultiplicity {
+                    sink: spec.name.clone(),
+                    record: limit_length(&format!("{record:?}"), 256),
+                    multiplicity: *count,
+                });
+            }
+            *count >= 0
+        });
+        sort_as_written(&mut contents);
+        for (record, count) in contents {
+            let row = record.values();
+            for _ in 0..count {
+                output.write(&row)?;
+            }
+        }
+        handle.set_rows(output.rows());
+        let (path, rows) = output.finish()?;
+        handle.set_rows(rows);
+        handle.set_path(path);
+        Ok(())
+    }
+}
+
+/// A thread writing a snapshot, and whether it is done.
+struct Writer {
+    thread: JoinHandle<()>,
+    flag: Arc<AtomicBool>,
+}
+
+/// Marks a writing thread done and activates its operator when dropped,
+/// which happens whether writing returns or panics. `JoinHandle::is_finished`
+/// would not do: the operator could run after the activation but before the
+/// thread has exited, and then never be activated again.
+struct Finished {
+    flag: Arc<AtomicBool>,
+    activator: SyncActivator,
+}
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        self.flag.store(true, Ordering::Release);
+        // Fails only if the dataflow is gone; then no one waits.
+        let _ = self.activator.activate();
+    }
+}
+
+/// Takes what `shared` holds, whoever else held it.
+fn take_once<X>(shared: &Mutex<Option<X>>) -> Option<X> {
+    shared.lock().unwrap_or_else(PoisonError::into_inner).take()
 }

@@ -922,3 +922,66 @@ fn sorted_rows_follow_compare_rows() {
         })
         .expect("rows in compare_rows order");
 }
+
+/// A record that takes its time to render, or panics when negative: a
+/// writing thread that is slow, or that dies.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+struct Paced(i64);
+
+impl OutputRecord for Paced {
+    fn columns() -> Vec<Column> {
+        vec![Column::new("value", ColumnType::I64)]
+    }
+
+    fn values(&self) -> Vec<Value> {
+        assert!(self.0 >= 0, "a negative Paced cannot be rendered");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        vec![Value::I64(self.0)]
+    }
+}
+
+#[test]
+fn a_snapshot_written_on_its_thread_is_complete_when_the_probe_is_done() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("paced.csv");
+    let spec = SinkSpec::file("paced", dir.path(), OutputFormat::Csv);
+    // About a second of rendering (sorting renders each row too): had the
+    // probe passed before the thread finished, `run` would have found the
+    // handle unfinished.
+    let rows: Vec<(Paced, isize)> = (0..25).map(|value| (Paced(value), 1)).collect();
+    let reports = run(spec, vec![rows], false, |_, _, _| {});
+    assert_reports(&reports, &path, 25);
+    let text = fs::read_to_string(&path).expect("csv readable");
+    let expected: Vec<String> = std::iter::once("value".to_owned())
+        .chain((0..25).map(|value| value.to_string()))
+        .collect();
+    assert_eq!(text.lines().collect::<Vec<_>>(), expected);
+}
+
+#[test]
+fn a_writing_thread_that_panics_is_an_error_and_the_run_ends() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = SinkSpec::file("paced", dir.path(), OutputFormat::Csv);
+    let reports = run(
+        spec,
+        vec![vec![(Paced(1), 1), (Paced(-1), 1)]],
+        false,
+        |_, _, _| {},
+    );
+    let report = &reports[0];
+    assert!(report.finished);
+    assert_eq!(report.path, None);
+    match report.errors.as_slice() {
+        [SinkError::WriterPanicked { sink }] => assert_eq!(sink, "paced"),
+        other => panic!("unexpected errors {other:?}"),
+    }
+    assert!(reports[1].is_ok());
+    // The temporary file of the failed write is not left behind either.
+    assert!(
+        entries(dir.path())
+            .iter()
+            .all(|name| !name.starts_with("paced")),
+        "{:?}",
+        entries(dir.path())
+    );
+}
