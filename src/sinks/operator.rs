@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
 use differential_dataflow::collection::VecCollection;
@@ -412,30 +412,33 @@ where
     /// Moves the contents to a thread that writes them, records any error
     /// and closes the handle. Writes them here if no thread can start.
     fn write_snapshot_on_a_thread(&mut self, activator: &SyncActivator) {
-        // Shared so that it can be taken back if the thread does not start.
-        let snapshot = Arc::new(Mutex::new(Some(self.take_snapshot())));
-        let for_thread = Arc::clone(&snapshot);
         let finished = Finished {
             flag: Arc::new(AtomicBool::new(false)),
             activator: activator.clone(),
         };
         let flag = Arc::clone(&finished.flag);
+        // Sent once the thread has started, so that the contents stay here
+        // if it does not.
+        let (send, receive) = mpsc::channel::<Snapshot<D>>();
         let spawned = std::thread::Builder::new()
             .name(format!("sink {}", self.spec.name))
             .spawn(move || {
                 // Dropped last, and also if writing panics.
                 let _finished = finished;
-                if let Some(snapshot) = take_once(&for_thread) {
+                if let Ok(snapshot) = receive.recv() {
                     snapshot.write_and_close();
                 }
             });
+        let snapshot = self.take_snapshot();
         match spawned {
-            Ok(thread) => self.writer = Some(Writer { thread, flag }),
-            Err(_) => {
-                if let Some(snapshot) = take_once(&snapshot) {
+            Ok(thread) => {
+                // The thread waits for it, so it cannot have gone yet.
+                if let Err(mpsc::SendError(snapshot)) = send.send(snapshot) {
                     snapshot.write_and_close();
                 }
+                self.writer = Some(Writer { thread, flag });
             }
+            Err(_) => snapshot.write_and_close(),
         }
     }
 
@@ -443,22 +446,17 @@ where
     /// is still writing. Reaps a finished thread, and records one that
     /// panicked as an error.
     fn written(&mut self) -> bool {
-        match &self.writer {
-            None => self.closed,
-            Some(writer) if !writer.flag.load(Ordering::Acquire) => false,
-            Some(_) => {
-                if let Some(writer) = self.writer.take() {
-                    // The thread is past writing; this waits for it to exit.
-                    if writer.thread.join().is_err() {
-                        self.handle.record(SinkError::WriterPanicked {
-                            sink: self.spec.name.clone(),
-                        });
-                        self.handle.close();
-                    }
-                }
-                true
+        let done = |writer: &mut Writer| writer.flag.load(Ordering::Acquire);
+        if let Some(writer) = self.writer.take_if(done) {
+            // The thread is past writing; this waits for it to exit.
+            if writer.thread.join().is_err() {
+                self.handle.record(SinkError::WriterPanicked {
+                    sink: self.spec.name.clone(),
+                });
+                self.handle.close();
             }
         }
+        self.closed && self.writer.is_none()
     }
 
     fn finish_changelog(&mut self) -> Result<(), SinkError> {
@@ -563,9 +561,4 @@ impl Drop for Finished {
         // Fails only if the dataflow is gone; then no one waits.
         let _ = self.activator.activate();
     }
-}
-
-/// Takes what `shared` holds, whoever else held it.
-fn take_once<X>(shared: &Mutex<Option<X>>) -> Option<X> {
-    shared.lock().unwrap_or_else(PoisonError::into_inner).take()
 }
