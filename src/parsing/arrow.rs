@@ -96,10 +96,14 @@ impl BatchFields {
                 }
                 Column::Decimal { values, scale } => match values.is_null(row) {
                     true => None,
-                    false => Some(RawValue::Micros(
-                        decimal_to_micros(values.value(row), *scale)
-                            .ok_or_else(|| Rejection::field(Reason::BadMoney, *field))?,
-                    )),
+                    false => Some(match decimal_to_micros(values.value(row), *scale) {
+                        Some(micros) => RawValue::Micros(micros),
+                        // Not whole micros: validation rejects its text in
+                        // its turn, as it would the same number from JSON,
+                        // so that a record with several faults gets the
+                        // same reason whatever its format.
+                        None => RawValue::Text(Cow::Owned(decimal_text(values.value(row), *scale))),
+                    }),
                 },
             };
             if let Some(value) = value {
@@ -243,6 +247,19 @@ fn is_text(data_type: &DataType) -> bool {
     )
 }
 
+/// A decimal with `scale` places as a number literal: `-1` at scale 9 is
+/// `-0.000000001`, `5` at scale -2 is `500`.
+fn decimal_text(value: i128, scale: i8) -> String {
+    let places = usize::from(scale.unsigned_abs());
+    if scale <= 0 {
+        return format!("{value}{}", "0".repeat(places));
+    }
+    let sign = if value < 0 { "-" } else { "" };
+    let digits = format!("{:0>width$}", value.unsigned_abs(), width = places + 1);
+    let (whole, fraction) = digits.split_at(digits.len() - places);
+    format!("{sign}{whole}.{fraction}")
+}
+
 /// Rescales a decimal with `scale` places to micros, exactly or not at all.
 fn decimal_to_micros(value: i128, scale: i8) -> Option<Micros> {
     let shift = 6 - i32::from(scale);
@@ -381,5 +398,9 @@ mod tests {
         assert_eq!(decimal_to_micros(1_250_000_001, 9), None);
         assert_eq!(decimal_to_micros(i128::MAX, 0), None);
         assert_eq!(decimal_to_micros(1, -3), Some(1_000_000_000));
+        assert_eq!(decimal_text(-1, 9), "-0.000000001");
+        assert_eq!(decimal_text(1_250_000_001, 9), "1.250000001");
+        assert_eq!(decimal_text(5, -2), "500");
+        assert_eq!(decimal_text(-125, 0), "-125");
     }
 }
