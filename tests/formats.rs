@@ -5,8 +5,8 @@
 //! and hashes once per entry, where the JSONL path hashes every row's text.
 //! And records with faults (missing, empty, null or malformed fields, money
 //! that is negative or not whole micros, too much text) are dead-lettered
-//! for the same reasons from Parquet, plain or dictionary-encoded, as from
-//! JSON lines.
+//! for the same reasons from CSV and from Parquet, plain or
+//! dictionary-encoded, as from JSON lines.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -101,6 +101,30 @@ impl WireRecord {
             line.push_str(&format!(",\"{name}\":{literal}}}"));
         }
         line
+    }
+
+    /// The CSV header of every record's columns.
+    fn csv_header(&self) -> String {
+        let names = self.texts.iter().map(|(name, _)| *name);
+        let names = names
+            .chain(["ts"])
+            .chain(self.money.iter().map(|(name, _)| *name));
+        names.collect::<Vec<_>>().join(",")
+    }
+
+    /// A CSV line: text quoted, null as an empty cell.
+    fn csv(&self) -> String {
+        let texts = self.texts.iter().map(|(_, text)| {
+            text.as_ref().map_or(String::new(), |text| {
+                format!("\"{}\"", text.replace('"', "\"\""))
+            })
+        });
+        let ts = self.ts.map_or(String::new(), |ts| ts.to_string());
+        let money = self
+            .money
+            .iter()
+            .map(|(_, value)| value.map_or(String::new(), billionths_literal));
+        texts.chain([ts]).chain(money).collect::<Vec<_>>().join(",")
     }
 }
 
@@ -258,12 +282,13 @@ fn wire_record() -> impl Strategy<Value = WireRecord> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
-    /// Parquet rows, plain or dictionary-encoded, are accepted and rejected
-    /// exactly as the same records written as JSON lines: the same events,
-    /// and dead letters with the same reason and detail (only a record too
-    /// large is measured differently: a line's bytes against a row's text).
+    /// CSV lines and Parquet rows, plain or dictionary-encoded, are
+    /// accepted and rejected exactly as the same records written as JSON
+    /// lines: the same events, and dead letters with the same reason and
+    /// detail (only a record too large is measured differently: a line's
+    /// bytes against a row's text).
     #[test]
-    fn parquet_rows_read_as_their_json_lines_do(
+    fn csv_and_parquet_records_read_as_their_json_lines_do(
         records in proptest::collection::vec(wire_record(), 1..300)
     ) {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -273,20 +298,34 @@ proptest! {
         std::fs::write(jsonl.join("events.jsonl"), lines.join("\n") + "\n").expect("write");
         let expected = read_outcomes(&jsonl);
         prop_assert_eq!(expected.len(), records.len());
-        for dictionary in [false, true] {
-            let parquet = dir.path().join(format!("parquet-{dictionary}"));
-            std::fs::create_dir(&parquet).expect("mkdir");
-            write_parquet(&parquet.join("events.parquet"), &records, dictionary);
-            let read = read_outcomes(&parquet);
+        let csv = dir.path().join("csv");
+        std::fs::create_dir(&csv).expect("mkdir");
+        let mut text = records[0].csv_header();
+        for record in &records {
+            text.push('\n');
+            text.push_str(&record.csv());
+        }
+        std::fs::write(csv.join("events.csv"), text + "\n").expect("write");
+        for layout in ["csv", "parquet", "parquet with dictionaries"] {
+            let read = match layout {
+                "csv" => read_outcomes(&csv),
+                _ => {
+                    let dictionary = layout.ends_with("dictionaries");
+                    let parquet = dir.path().join(format!("parquet-{dictionary}"));
+                    std::fs::create_dir(&parquet).expect("mkdir");
+                    write_parquet(&parquet.join("events.parquet"), &records, dictionary);
+                    read_outcomes(&parquet)
+                }
+            };
             prop_assert_eq!(read.len(), records.len());
             for (row, (read, expected)) in read.iter().zip(&expected).enumerate() {
                 match (read, expected) {
                     (Err((read, _)), Err((expected, _)))
                         if *expected == adflow::dead_letter::Reason::RecordTooLarge =>
                     {
-                        prop_assert_eq!(read, expected, "row {} (dictionary: {})", row, dictionary);
+                        prop_assert_eq!(read, expected, "row {} ({})", row, layout);
                     }
-                    _ => prop_assert_eq!(read, expected, "row {} (dictionary: {})", row, dictionary),
+                    _ => prop_assert_eq!(read, expected, "row {} ({})", row, layout),
                 }
             }
         }
