@@ -16,6 +16,9 @@
 //! Timed, each from the Parquet files to a consolidated answer in memory:
 //! - `reference`: read every file on one thread, then
 //!   `reference::analytics::analyze` (plain sorts and loops, no dataflow);
+//! - `reading only, W workers`: [`Pipeline`] reading, validating and
+//!   feeding every event into a dataflow that drops them, the most any
+//!   dataflow on this reader could do;
 //! - `dataflow, W workers`: [`Pipeline`] with `analyze`, every output
 //!   accumulated per worker as the sinks do;
 //! - `late 1%`: a dataflow fed 99% of the events (in memory, on W workers,
@@ -74,6 +77,15 @@ fn main() -> anyhow::Result<()> {
     table.push(("reference (sequential)".to_owned(), reference, None));
 
     for &workers in &workers {
+        // The floor of any dataflow on this reader: read, validate and feed
+        // every event into a dataflow that drops them.
+        let (reading, nothing) =
+            pipeline_run(&inputs, workers, TimeConfig::backfill(), |events| {
+                events.filter(|_| false)
+            })?;
+        anyhow::ensure!(nothing.is_empty(), "the reading-only dataflow kept events");
+        table.push((format!("reading only, {workers} workers"), reading, None));
+
         let analytics = config.clone();
         let (elapsed, answer) =
             pipeline_run(&inputs, workers, TimeConfig::backfill(), move |events| {
