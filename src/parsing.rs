@@ -159,9 +159,12 @@ pub const DEFAULT_MAX_CLOCK_SKEW: Millis = 365 * DAY_MS;
 /// Turns raw fields into events, enforcing the schema's rules.
 ///
 /// It also guards against corrupt clocks: a timestamp outside 2000–2100, or
-/// further than `max_clock_skew` from the stream's reference time, is
-/// rejected. The reference is the wall clock for streams, or the first valid
-/// event time of the source for backfills.
+/// further than `max_clock_skew` from the source's reference time, is
+/// rejected. The reference is fixed (e.g. the wall clock), or else the
+/// median of the source's first [`REFERENCE_SAMPLE`] timestamps within
+/// 2000–2100: one corrupt clock among them, say a device reset to
+/// 2000-01-01, cannot make it reject the whole source, as taking the
+/// first time alone would.
 ///
 /// ```
 /// use adflow::parsing::{json::parse_json, EventValidator};
@@ -180,6 +183,8 @@ pub const DEFAULT_MAX_CLOCK_SKEW: Millis = 365 * DAY_MS;
 #[derive(Clone, Debug)]
 pub struct EventValidator {
     reference: Option<Millis>,
+    /// Until `reference` is known: the times it will be the median of.
+    reference_sample: Vec<Millis>,
     max_clock_skew: Millis,
     /// Classes of recently seen user agents, by their `Id`: traffic has few
     /// distinct agents, and matching the bot patterns is the costliest step
@@ -192,6 +197,11 @@ pub struct EventValidator {
     new_names: Vec<(Id, String)>,
 }
 
+/// How many of a source's first timestamps (within 2000–2100) a validator
+/// with no fixed reference takes the median of as its reference. Those
+/// times themselves are not checked against it.
+pub const REFERENCE_SAMPLE: usize = 64;
+
 /// User agents whose class a validator remembers before starting afresh.
 const AGENT_CACHE_CAPACITY: usize = 4096;
 
@@ -203,10 +213,29 @@ impl Default for EventValidator {
 
 impl EventValidator {
     /// A validator with a fixed reference time (e.g. now), or `None` to take
-    /// the first valid event's time.
+    /// the median of the first [`REFERENCE_SAMPLE`] times it sees.
+    ///
+    /// ```
+    /// use adflow::dead_letter::Reason;
+    /// use adflow::parsing::{json::parse_json, EventValidator, REFERENCE_SAMPLE};
+    ///
+    /// let mut validator = EventValidator::default();
+    /// let mut at = |ts: &str| {
+    ///     let line = format!(r#"{{"event_id":"e","kind":"page_view","ts":"{ts}","user_id":"u"}}"#);
+    ///     parse_json(line.as_bytes()).and_then(|raw| validator.validate(&raw)).map(|_| ())
+    /// };
+    /// // A device whose clock was reset comes first: it does not set the reference.
+    /// assert!(at("2000-01-01T00:00:05Z").is_ok());
+    /// for _ in 1..REFERENCE_SAMPLE {
+    ///     assert!(at("2026-11-01T10:00:00Z").is_ok());
+    /// }
+    /// assert!(at("2026-11-02T10:00:00Z").is_ok());
+    /// assert_eq!(at("2000-01-01T00:00:05Z").unwrap_err().reason, Reason::TimestampOutOfRange);
+    /// ```
     pub fn new(reference: Option<Millis>, max_clock_skew: Millis) -> EventValidator {
         EventValidator {
             reference,
+            reference_sample: Vec::new(),
             max_clock_skew,
             agents: PrehashedMap::default(),
             named: PrehashedMap::default(),
@@ -403,11 +432,21 @@ impl EventValidator {
             }
             Some(_) => Ok(ts),
             None => {
-                self.reference = Some(ts);
+                self.reference_sample.push(ts);
+                if self.reference_sample.len() >= REFERENCE_SAMPLE {
+                    let sample = std::mem::take(&mut self.reference_sample);
+                    self.reference = median(sample);
+                }
                 Ok(ts)
             }
         }
     }
+}
+
+/// The lower median of `times`; `None` if there are none.
+fn median(mut times: Vec<Millis>) -> Option<Millis> {
+    times.sort_unstable();
+    times.get(times.len().saturating_sub(1) / 2).copied()
 }
 
 /// Epoch milliseconds (all digits) or RFC 3339.

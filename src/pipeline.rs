@@ -73,8 +73,8 @@ pub struct TimeConfig {
     /// Timestamps further than this from the stream's reference time are
     /// dead-lettered as `timestamp_out_of_range`.
     pub max_clock_skew: Millis,
-    /// The reference for the skew check: `None` takes each source's first
-    /// valid event time (backfills); streams pass the wall clock.
+    /// The reference for the skew check: `None` takes the median of each
+    /// source's first [`crate::parsing::REFERENCE_SAMPLE`] event times.
     pub reference: Option<Millis>,
     /// Which dataflow time an event on time enters at.
     #[serde(default)]

@@ -230,3 +230,31 @@ fn unreadable_files_become_dead_letters() {
     assert_eq!(summary.dead_letters.get(Reason::UnreadableSource), 2);
     assert_eq!(letters.len(), 2);
 }
+
+/// A corrupt clock at the start of a file (a device reset to 2000-01-01)
+/// does not become the file's reference time: the records after it are
+/// read, and a corrupt clock after the first few is dead-lettered.
+#[test]
+fn a_corrupt_clock_first_in_a_file_does_not_reject_the_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("reset_clock.jsonl");
+    let mut rng = Rng(5);
+    let mut lines = Vec::new();
+    let line = |i: usize, ts: &str| {
+        format!(r#"{{"event_id":"e-{i}","kind":"page_view","ts":"{ts}","user_id":"u-1"}}"#)
+    };
+    lines.push(line(0, "2000-01-01T00:00:05Z"));
+    for i in 1..500 {
+        let mut text = valid_json(&mut rng, i);
+        if i == 400 {
+            text = line(i, "2000-01-01T00:00:05Z");
+        }
+        lines.push(text);
+    }
+    std::fs::write(&path, lines.join("\n") + "\n").expect("write");
+    let (summary, letters) = run(&path, 1);
+    assert_eq!(summary.events.total(), 499, "{letters:?}");
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].reason, Reason::TimestampOutOfRange);
+    assert_eq!(letters[0].position, Position::Line(401));
+}

@@ -227,8 +227,8 @@ fn wire_record() -> impl Strategy<Value = WireRecord> {
     let ts = prop_oneof![
         1 => Just(None),
         // Before 2000 and after 2100: out of range whatever the reference
-        // (a time in range but far from the first one is rejected against
-        // the first valid time of its unit, and a row group is a unit).
+        // (a time in range but far from the others is judged against the
+        // reference of its unit, and a row group is a unit of its own).
         1 => Just(Some(0)),
         1 => Just(Some(4_200_000_000_000)),
         12 => (0..7 * 86_400_000_i64).prop_map(move |offset| Some(base + offset)),
