@@ -210,9 +210,14 @@ fn wire_record() -> impl Strategy<Value = WireRecord> {
             &["impression", "click", "conversion", "page_view"],
             &["teleport", ""],
         ),
-        pick(&["u-1", "u-2", "u-3"], &[""]),
+        pick(
+            &[
+                "u-1", "u-2", "u,3", "u \"q\"", "ü-7", " u-1 ", "u\\x", "u\tt",
+            ],
+            &[""],
+        ),
         pick(&["d-1", "d-2"], &[""]),
-        pick(&["cmp-1", "cmp-2"], &[""]),
+        pick(&["cmp-1", "cmp-2", "cmp,\"3\"", "kampagne-ü"], &[""]),
         pick(&["ad-1", "ad-2"], &[""]),
         pick(&["pub-1"], &[""]),
     );
