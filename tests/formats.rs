@@ -11,6 +11,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use adflow::dead_letter::Position;
 use adflow::event::Event;
 use adflow::parsing::EventValidator;
 use adflow::sources::{discover, FileSource, Progress, RecordSource, WorkPlan};
@@ -168,9 +169,13 @@ fn write_parquet(path: &Path, records: &[WireRecord], dictionary: bool) {
     writer.close().expect("close");
 }
 
-/// Every record of `dir`'s files, in file order, as an event or as the
-/// reason and detail of its dead letter.
-fn read_outcomes(dir: &Path) -> Vec<Result<Event, (adflow::dead_letter::Reason, String)>> {
+/// Every record of `dir`'s one file, in file order, as an event or as the
+/// reason and detail of its dead letter; checks that the dead letter of
+/// the record at `index` is at `position(index)`.
+fn read_outcomes(
+    dir: &Path,
+    position: fn(u64) -> Position,
+) -> Vec<Result<Event, (adflow::dead_letter::Reason, String)>> {
     let plan = Arc::new(WorkPlan::new(
         discover(&[dir.to_string_lossy()]).expect("discover"),
     ));
@@ -185,7 +190,13 @@ fn read_outcomes(dir: &Path) -> Vec<Result<Event, (adflow::dead_letter::Reason, 
     while source.read_batch(&mut records, 50) {}
     records
         .into_iter()
-        .map(|record| record.map_err(|letter| (letter.reason, letter.detail)))
+        .zip(0..)
+        .map(|(record, index)| {
+            record.map_err(|letter| {
+                assert_eq!(letter.position, position(index), "{letter}");
+                (letter.reason, letter.detail)
+            })
+        })
         .collect()
 }
 
@@ -301,7 +312,7 @@ proptest! {
         std::fs::create_dir(&jsonl).expect("mkdir");
         let lines: Vec<String> = records.iter().map(WireRecord::json).collect();
         std::fs::write(jsonl.join("events.jsonl"), lines.join("\n") + "\n").expect("write");
-        let expected = read_outcomes(&jsonl);
+        let expected = read_outcomes(&jsonl, |index| Position::Line(index + 1));
         prop_assert_eq!(expected.len(), records.len());
         let csv = dir.path().join("csv");
         std::fs::create_dir(&csv).expect("mkdir");
@@ -313,13 +324,14 @@ proptest! {
         std::fs::write(csv.join("events.csv"), text + "\n").expect("write");
         for layout in ["csv", "parquet", "parquet with dictionaries"] {
             let read = match layout {
-                "csv" => read_outcomes(&csv),
+                // Line 1 is the header.
+                "csv" => read_outcomes(&csv, |index| Position::Line(index + 2)),
                 _ => {
                     let dictionary = layout.ends_with("dictionaries");
                     let parquet = dir.path().join(format!("parquet-{dictionary}"));
                     std::fs::create_dir(&parquet).expect("mkdir");
                     write_parquet(&parquet.join("events.parquet"), &records, dictionary);
-                    read_outcomes(&parquet)
+                    read_outcomes(&parquet, Position::Row)
                 }
             };
             prop_assert_eq!(read.len(), records.len());
@@ -385,7 +397,7 @@ fn a_column_of_the_wrong_type_dead_letters_every_row() {
     let mut writer = ArrowWriter::try_new(file, batch.schema(), None).expect("writer");
     writer.write(&batch).expect("write");
     writer.close().expect("close");
-    let read = read_outcomes(dir.path());
+    let read = read_outcomes(dir.path(), Position::Row);
     assert_eq!(read.len(), rows);
     for outcome in read {
         let (reason, detail) = outcome.expect_err("no row of a mismatched file is read");
