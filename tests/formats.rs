@@ -60,7 +60,7 @@ fn parquet_and_jsonl_of_the_same_events_read_the_same() {
     );
 }
 
-/// A generated record as both formats write it: `None` is null, and money
+/// A generated record as every format writes it: `None` is null, and money
 /// is an integer of billionths, so that some values are not whole micros.
 #[derive(Clone, Debug)]
 struct WireRecord {
@@ -81,6 +81,7 @@ fn billionths_literal(value: i128) -> String {
 }
 
 impl WireRecord {
+    /// A JSON line: null as `null`, money as a number literal.
     fn json(&self) -> String {
         let mut fields = serde_json::Map::new();
         for (name, text) in &self.texts {
