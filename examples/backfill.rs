@@ -72,6 +72,10 @@ struct Args {
     /// Dead-letter events older than the watermark minus this (default: none, every event counts).
     #[arg(long, value_parser = parse_duration)]
     horizon: Option<Millis>,
+    /// Dead-letter events further than this from their file's reference time (the median of its
+    /// first 64 event times); "none" checks only that times fall in 2000–2100.
+    #[arg(long, default_value = "365d", value_parser = cli::clock_skew)]
+    max_clock_skew: Millis,
     /// Worker threads per process (default: all cores).
     #[arg(short = 'w', long = "workers")]
     workers: Option<usize>,
@@ -124,6 +128,7 @@ fn main() -> anyhow::Result<()> {
         tick: args.tick,
         allowed_lateness: args.lateness.0,
         horizon: args.horizon,
+        max_clock_skew: args.max_clock_skew,
         ..TimeConfig::backfill()
     };
     let timely = cluster_config(

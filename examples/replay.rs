@@ -76,6 +76,10 @@ struct Args {
     /// Dead-letter events older than the watermark minus this.
     #[arg(long, default_value = "1d", value_parser = parse_duration)]
     horizon: Millis,
+    /// Dead-letter events further than this from their source's reference time (the median of
+    /// its first 64 event times); "none" checks only that times fall in 2000–2100.
+    #[arg(long, default_value = "365d", value_parser = cli::clock_skew)]
+    max_clock_skew: Millis,
     /// Worker threads (default: all cores).
     #[arg(short = 'w', long = "workers")]
     workers: Option<usize>,
@@ -105,6 +109,7 @@ fn main() -> anyhow::Result<()> {
         tick: args.tick,
         allowed_lateness: Some(args.lateness),
         horizon: Some(args.horizon),
+        max_clock_skew: args.max_clock_skew,
         // The changelog's times are event ticks: how results evolved over
         // event time, for comparing runs.
         stamping: Stamping::EventTick,

@@ -43,6 +43,9 @@ use clap::Parser;
 use indicatif::HumanCount;
 use rdkafka::mocking::MockCluster;
 
+#[path = "support/cli.rs"]
+mod cli;
+
 /// Stream ad events from Kafka through adflow into changelog topics.
 #[derive(Parser, Debug)]
 #[command(version, about, disable_help_flag = true)]
@@ -73,6 +76,10 @@ struct Args {
     /// How far the watermark trails the newest event time.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     lateness: Millis,
+    /// Dead-letter events further than this from their worker's reference time (the median of
+    /// its first 64 event times); "none" checks only that times fall in 2000–2100.
+    #[arg(long, default_value = "365d", value_parser = cli::clock_skew)]
+    max_clock_skew: Millis,
     /// Which dataflow time an event enters at: `frontier` (one time per
     /// read; results do not wait for the lateness) or `event_tick` (its own
     /// tick; a raw-diff changelog's times are event times). See
@@ -165,6 +172,7 @@ fn main() -> anyhow::Result<()> {
         stamping: args.stamping,
         // With --brokers, the topic may hold older events than today's.
         reference: None,
+        max_clock_skew: args.max_clock_skew,
         ..TimeConfig::stream()
     };
     let mut analytics = AnalyticsConfig::default().with_horizon_of(&time);

@@ -13,7 +13,7 @@ use adflow::event::EventKind;
 use adflow::pipeline::{RunSummary, TimeConfig};
 use adflow::sinks::SinkHandle;
 use adflow::sources::{discover, InputFile, Progress};
-use adflow::timestamp::parse_duration;
+use adflow::timestamp::{parse_duration, Millis};
 use adflow::write::FileFormat;
 use adflow_datagen::{generate_to_dir_with, GenerationSummary, GeneratorConfig, OutputOptions};
 use adflow_operators::analytics::AnalyticsConfig;
@@ -175,6 +175,15 @@ impl Inputs {
             generated,
             _dir: dir,
         })
+    }
+}
+
+/// A `--max-clock-skew` value: a duration, or `none` (or `off`) to check
+/// only that times fall in 2000–2100.
+pub fn clock_skew(text: &str) -> Result<Millis, adflow::timestamp::DurationError> {
+    match text {
+        "none" | "off" => Ok(Millis::MAX),
+        _ => parse_duration(text),
     }
 }
 
@@ -385,6 +394,13 @@ pub fn print_summary(
         let late = summary.dead_letters.get(Reason::Late);
         if late > 0 {
             println!("  ({late} events were beyond the horizon; --horizon none counts them)");
+        }
+        let skewed = summary.dead_letters.get(Reason::TimestampOutOfRange);
+        if skewed > 0 {
+            println!(
+                "  ({skewed} timestamps were outside 2000–2100, or further than --max-clock-skew \
+                 from their source's first ones; --max-clock-skew none admits 2000–2100)"
+            );
         }
     }
     println!();
