@@ -438,7 +438,33 @@ impl Pipeline {
         self
     }
 
-    /// Records the time spent in each operator into [`RunSummary::operators`].
+    /// Records the time spent in each operator into [`RunSummary::operators`],
+    /// with the names of the operators that feed each one.
+    ///
+    /// ```
+    /// use adflow::pipeline::Pipeline;
+    /// use adflow::sources::discover;
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let line = r#"{"event_id":"e1","kind":"click","ts":"2026-11-01T10:00:00Z",
+    ///     "user_id":"u1","campaign_id":"c1","ad_id":"a1"}"#;
+    /// std::fs::write(dir.path().join("events.jsonl"), line.replace('\n', "")).unwrap();
+    /// let inputs = discover(&[dir.path().to_string_lossy()]).unwrap();
+    /// let summary = Pipeline::new(inputs)
+    ///     .profile(true)
+    ///     .run(|_scope, streams| {
+    ///         let by_user = |name: &str| {
+    ///             streams.events.clone().map(|event| (event.user_id, event.ts)).arrange_by_key_named(name)
+    ///         };
+    ///         by_user("Times by user")
+    ///             .join_core(by_user("Times by user, again"), |_, a, b| Some((*a, *b)))
+    ///             .probe_with(&streams.probe);
+    ///     })
+    ///     .unwrap();
+    /// let join = summary.operators.iter().find(|op| op.name == "Join").unwrap();
+    /// assert!(join.inputs.contains(&"Times by user".to_owned()));
+    /// assert!(join.inputs.contains(&"Times by user, again".to_owned()));
+    /// ```
     pub fn profile(mut self, enabled: bool) -> Pipeline {
         self.profile = enabled;
         self

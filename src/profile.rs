@@ -28,6 +28,10 @@ pub struct OperatorTime {
     pub elapsed: Duration,
     /// Times it was scheduled.
     pub schedulings: u64,
+    /// The names of the operators that feed it, in its scope: what tells
+    /// one `Join` or `FlatMap` from another.
+    #[serde(default)]
+    pub inputs: Vec<String>,
 }
 
 impl OperatorTime {
@@ -41,6 +45,36 @@ impl OperatorTime {
 struct Recorder {
     operators: HashMap<usize, OperatorTime>,
     started: HashMap<usize, Duration>,
+    /// Each channel's (source, target) operator address.
+    channels: Vec<(Vec<usize>, Vec<usize>)>,
+}
+
+impl Recorder {
+    /// The operators, each with the names of those that feed it.
+    fn operators(&self) -> Vec<OperatorTime> {
+        let names: HashMap<&[usize], &str> = self
+            .operators
+            .values()
+            .map(|op| (op.address.as_slice(), op.name.as_str()))
+            .collect();
+        let mut inputs: HashMap<&[usize], Vec<String>> = HashMap::new();
+        for (source, target) in &self.channels {
+            // A scope's own inputs come from outside it and are left out.
+            if let Some(name) = names.get(source.as_slice()) {
+                let feeding = inputs.entry(target.as_slice()).or_default();
+                if !feeding.iter().any(|known| known == name) {
+                    feeding.push((*name).to_owned());
+                }
+            }
+        }
+        self.operators
+            .values()
+            .map(|op| OperatorTime {
+                inputs: inputs.remove(op.address.as_slice()).unwrap_or_default(),
+                ..op.clone()
+            })
+            .collect()
+    }
 }
 
 /// A worker's recording, filled by timely's log while the worker runs.
@@ -66,8 +100,19 @@ impl WorkerProfile {
                                     address: op.addr.clone(),
                                     elapsed: Duration::ZERO,
                                     schedulings: 0,
+                                    inputs: Vec::new(),
                                 },
                             );
+                        }
+                        TimelyEvent::Channels(channel) => {
+                            let at = |index: usize| {
+                                let mut address = channel.scope_addr.clone();
+                                address.push(index);
+                                address
+                            };
+                            recorder
+                                .channels
+                                .push((at(channel.source.0), at(channel.target.0)));
                         }
                         TimelyEvent::Schedule(schedule) => match schedule.start_stop {
                             StartStop::Start => {
@@ -95,8 +140,7 @@ impl WorkerProfile {
         if let Some(mut registry) = worker.log_register() {
             registry.flush();
         }
-        let recorder = self.0.borrow();
-        recorder.operators.values().cloned().collect()
+        self.0.borrow().operators()
     }
 
     /// Stops recording and returns what was recorded.

@@ -320,8 +320,14 @@ pub fn print_profile(summary: &RunSummary, top: usize) {
         } else {
             100.0 * op.elapsed.as_secs_f64() / busy.as_secs_f64()
         };
+        // Differential's own operators (`Join`, `FlatMap`, …) are told
+        // apart by what feeds them.
+        let fed_by = match op.name.contains(':') || op.inputs.is_empty() {
+            true => String::new(),
+            false => format!(" ← {}", op.inputs.join(", ")),
+        };
         println!(
-            "  {:>10.2?} {:>5.1}% {:>10}  {}{} {:?}",
+            "  {:>10.2?} {:>5.1}% {:>10}  {}{} {:?}{fed_by}",
             op.elapsed,
             share,
             op.schedulings,
