@@ -14,12 +14,13 @@ use std::sync::Arc;
 use adflow::dead_letter::Position;
 use adflow::event::Event;
 use adflow::parsing::EventValidator;
-use adflow::sources::{discover, FileSource, Progress, RecordSource, WorkPlan};
+use adflow::sources::{discover, FileSource, Parsed, Progress, RecordSource, WorkPlan};
 use adflow::write::FileFormat;
 use adflow_datagen::{generate_to_dir, GeneratorConfig};
 use proptest::prelude::*;
 
-fn read_all(dir: &Path) -> Vec<Event> {
+/// Every record of `dir`'s files, read by one worker's source in plan order.
+fn read_records(dir: &Path) -> Vec<Parsed> {
     let plan = Arc::new(WorkPlan::new(
         discover(&[dir.to_string_lossy()]).expect("discover"),
     ));
@@ -31,8 +32,12 @@ fn read_all(dir: &Path) -> Vec<Event> {
         Arc::new(Progress::default()),
     );
     let mut records = Vec::new();
-    while source.read_batch(&mut records, 4096) {}
-    let mut events: Vec<Event> = records
+    while source.read_batch(&mut records, 512) {}
+    records
+}
+
+fn read_all(dir: &Path) -> Vec<Event> {
+    let mut events: Vec<Event> = read_records(dir)
         .into_iter()
         .map(|record| record.expect("adgen writes only valid events"))
         .collect();
@@ -177,19 +182,7 @@ fn read_outcomes(
     dir: &Path,
     position: fn(u64) -> Position,
 ) -> Vec<Result<Event, (adflow::dead_letter::Reason, String)>> {
-    let plan = Arc::new(WorkPlan::new(
-        discover(&[dir.to_string_lossy()]).expect("discover"),
-    ));
-    let mut source = FileSource::new(
-        plan,
-        0,
-        1,
-        EventValidator::default(),
-        Arc::new(Progress::default()),
-    );
-    let mut records = Vec::new();
-    while source.read_batch(&mut records, 50) {}
-    records
+    read_records(dir)
         .into_iter()
         .zip(0..)
         .map(|(record, index)| {
