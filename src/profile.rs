@@ -105,14 +105,14 @@ impl WorkerProfile {
                             );
                         }
                         TimelyEvent::Channels(channel) => {
-                            let at = |index: usize| {
+                            let address_of = |index: usize| {
                                 let mut address = channel.scope_addr.clone();
                                 address.push(index);
                                 address
                             };
                             recorder
                                 .channels
-                                .push((at(channel.source.0), at(channel.target.0)));
+                                .push((address_of(channel.source.0), address_of(channel.target.0)));
                         }
                         TimelyEvent::Schedule(schedule) => match schedule.start_stop {
                             StartStop::Start => {
