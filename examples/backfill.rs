@@ -109,10 +109,7 @@ struct Args {
 struct Lateness(Option<Millis>);
 
 fn lateness(text: &str) -> Result<Lateness, adflow::timestamp::DurationError> {
-    match text {
-        "none" | "off" => Ok(Lateness(None)),
-        _ => parse_duration(text).map(|lag| Lateness(Some(lag))),
-    }
+    cli::optional_duration(text).map(Lateness)
 }
 
 fn main() -> anyhow::Result<()> {

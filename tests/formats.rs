@@ -141,7 +141,6 @@ impl WireRecord {
 fn write_parquet(path: &Path, records: &[WireRecord], dictionary: bool) {
     use arrow::array::{ArrayRef, Decimal128Array, Int64Array, RecordBatch, StringArray};
     use arrow::datatypes::{DataType, Field, Schema};
-    use parquet::arrow::ArrowWriter;
     use parquet::file::properties::WriterProperties;
 
     let mut fields = Vec::new();
@@ -169,9 +168,19 @@ fn write_parquet(path: &Path, records: &[WireRecord], dictionary: bool) {
         // Several row groups and batches per file, as in real files.
         .set_max_row_group_row_count(Some(97))
         .build();
+    write_batch(path, &batch, Some(properties));
+}
+
+/// Writes `batch` as the Parquet file `path`.
+fn write_batch(
+    path: &Path,
+    batch: &arrow::array::RecordBatch,
+    properties: Option<parquet::file::properties::WriterProperties>,
+) {
     let file = std::fs::File::create(path).expect("create");
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(properties)).expect("writer");
-    writer.write(&batch).expect("write");
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(file, batch.schema(), properties).expect("writer");
+    writer.write(batch).expect("write");
     writer.close().expect("close");
 }
 
@@ -349,7 +358,6 @@ proptest! {
 fn a_column_of_the_wrong_type_dead_letters_every_row() {
     use arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
     use arrow::datatypes::{Field, Schema};
-    use parquet::arrow::ArrowWriter;
 
     let rows = 250;
     let columns: Vec<(&str, ArrayRef)> = vec![
@@ -387,10 +395,7 @@ fn a_column_of_the_wrong_type_dead_letters_every_row() {
     )
     .expect("valid batch");
     let dir = tempfile::tempdir().expect("tempdir");
-    let file = std::fs::File::create(dir.path().join("events.parquet")).expect("create");
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), None).expect("writer");
-    writer.write(&batch).expect("write");
-    writer.close().expect("close");
+    write_batch(&dir.path().join("events.parquet"), &batch, None);
     let read = read_outcomes(dir.path(), Position::Row);
     assert_eq!(read.len(), rows);
     for outcome in read {

@@ -178,13 +178,18 @@ impl Inputs {
     }
 }
 
-/// A `--max-clock-skew` value: a duration, or `none` (or `off`) to check
-/// only that times fall in 2000–2100.
-pub fn clock_skew(text: &str) -> Result<Millis, adflow::timestamp::DurationError> {
+/// A duration, or `none` (or `off`) for no bound.
+pub fn optional_duration(text: &str) -> Result<Option<Millis>, adflow::timestamp::DurationError> {
     match text {
-        "none" | "off" => Ok(Millis::MAX),
-        _ => parse_duration(text),
+        "none" | "off" => Ok(None),
+        _ => parse_duration(text).map(Some),
     }
+}
+
+/// A `--max-clock-skew` value: a duration, or `none` to check only that
+/// times fall in 2000–2100.
+pub fn clock_skew(text: &str) -> Result<Millis, adflow::timestamp::DurationError> {
+    optional_duration(text).map(|skew| skew.unwrap_or(Millis::MAX))
 }
 
 /// Worker threads: `workers` if given, else one per core.
